@@ -1,0 +1,32 @@
+"""Controllers: numpy policies, the observation normalizer and adaptation operators.
+
+Depends on no other metactl package and on nothing but numpy, so it runs on the robot.
+"""
+
+from controllers.adaptation import (
+    AdaptationError,
+    AdaptationOperator,
+    AdaptState,
+    ESGradient,
+    HillClimb,
+    make_operator,
+)
+from controllers.normalizer import NormalizerSnapshot, RunningNormalizer
+from controllers.policies import Policy, PolicyError, PolicySpec
+from controllers.serialization import load_policy, save_policy
+
+__all__ = [
+    "AdaptState",
+    "AdaptationError",
+    "AdaptationOperator",
+    "ESGradient",
+    "HillClimb",
+    "NormalizerSnapshot",
+    "Policy",
+    "PolicyError",
+    "PolicySpec",
+    "RunningNormalizer",
+    "load_policy",
+    "make_operator",
+    "save_policy",
+]

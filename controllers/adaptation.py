@@ -1,0 +1,169 @@
+"""ES-MAML adaptation operators U(theta, T) as pure ask/tell state machines.
+
+Song et al., "ES-MAML: Simple Hessian-Free Meta Learning", ICLR 2020, Sec. 3:
+- ``ESGradient``: K Gaussian queries around theta plus one at theta itself (the
+  baseline); theta' = theta + alpha / (sigma K) * sum_i r_i eps_i with returns
+  normalized by their spread. K + 1 episodes per step (K + 2 with the evaluation).
+- ``HillClimb``: non-smooth and monotone. ``average`` mode proposes one
+  perturbation per round and keeps it only if strictly better; ``batch`` mode
+  proposes ``batch_size`` and keeps the best if strictly better (what ran on the
+  real Minitaur).
+
+Every query is one episode. The operator never runs episodes itself: ``ask``
+returns the parameter vectors to evaluate in the next round and ``tell`` takes
+their returns, so the same code adapts thousands of tasks in lockstep inside a
+batched simulator and one robot episode by episode. Noise comes from
+``default_rng([seed, round])``: a state is reproducible and cheap to ship.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class AdaptationError(ValueError):
+    """An adaptation operator was configured wrongly (user-facing)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptState:
+    """Where one adaptation stands: current parameters, their return (nan if unknown), the round."""
+
+    params: np.ndarray
+    best_return: float
+    round: int
+    seed: int
+
+
+class AdaptationOperator(Protocol):
+    def schedule(self) -> tuple[int, ...]:
+        """Number of queries in each round; identical for every task, so tasks run in lockstep."""
+
+    def start(self, params: np.ndarray, seed: int) -> AdaptState: ...
+
+    def ask(self, state: AdaptState) -> np.ndarray:
+        """Parameter vectors [q, P] to evaluate in this round."""
+
+    def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
+        """Take the returns [q] of the asked vectors; move to the next round."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _noise(state: AdaptState, q: int) -> np.ndarray:
+    return np.random.default_rng([state.seed, state.round]).standard_normal((q, state.params.size))
+
+
+def _start(params: np.ndarray, seed: int) -> AdaptState:
+    return AdaptState(np.asarray(params, dtype=np.float64).copy(), float("nan"), 0, int(seed))
+
+
+@dataclasses.dataclass(frozen=True)
+class ESGradient:
+    """``steps`` ES-gradient ascent steps, each from ``queries`` perturbations plus the baseline."""
+
+    queries: int = 20
+    sigma: float = 0.1
+    step_size: float = 0.05
+    steps: int = 1
+    name: str = "es_grad"
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("queries", "sigma", "steps"))
+        if self.step_size < 0:
+            raise AdaptationError("adaptation step_size must be >= 0")
+
+    def schedule(self) -> tuple[int, ...]:
+        return (self.queries + 1,) * self.steps
+
+    def start(self, params: np.ndarray, seed: int) -> AdaptState:
+        return _start(params, seed)
+
+    def ask(self, state: AdaptState) -> np.ndarray:
+        return np.vstack([state.params[None], state.params + self.sigma * _noise(state, self.queries)])
+
+    def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
+        returns = np.asarray(returns, dtype=np.float64)
+        base, perturbed = returns[0], returns[1:]
+        spread = perturbed.std()
+        advantage = (perturbed - base) / spread if spread > 0 else np.zeros_like(perturbed)
+        grad = advantage @ _noise(state, self.queries) / (self.sigma * self.queries)
+        params = state.params + self.step_size * grad
+        return AdaptState(params, float("nan"), state.round + 1, state.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class HillClimb:
+    """Monotone hill climbing; ``queries`` perturbations in total after one baseline episode."""
+
+    queries: int = 20
+    sigma: float = 0.1
+    mode: str = "batch"
+    batch_size: int = 5
+    name: str = "hill_climb"
+
+    def __post_init__(self) -> None:
+        _check_positive(self, ("queries", "sigma", "batch_size"))
+        if self.mode not in ("average", "batch"):
+            raise AdaptationError(f"hill_climb mode must be 'average' or 'batch', got {self.mode!r}")
+        if self.mode == "batch" and self.queries % self.batch_size:
+            raise AdaptationError(
+                f"hill_climb batch mode needs queries ({self.queries}) divisible by batch_size ({self.batch_size})"
+            )
+
+    @property
+    def per_round(self) -> int:
+        return 1 if self.mode == "average" else self.batch_size
+
+    def schedule(self) -> tuple[int, ...]:
+        return (1,) + (self.per_round,) * (self.queries // self.per_round)
+
+    def start(self, params: np.ndarray, seed: int) -> AdaptState:
+        return _start(params, seed)
+
+    def ask(self, state: AdaptState) -> np.ndarray:
+        if state.round == 0:
+            return state.params[None].copy()
+        return state.params + self.sigma * _noise(state, self.per_round)
+
+    def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
+        returns = np.asarray(returns, dtype=np.float64)
+        if state.round == 0:
+            return AdaptState(state.params, float(returns[0]), 1, state.seed)
+        best = int(np.argmax(returns))
+        if returns[best] > state.best_return:
+            candidate = self.ask(state)[best]
+            return AdaptState(candidate, float(returns[best]), state.round + 1, state.seed)
+        return dataclasses.replace(state, round=state.round + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+OPERATORS = {"es_grad": ESGradient, "hill_climb": HillClimb}
+
+
+def make_operator(config: dict[str, Any]) -> AdaptationOperator:
+    """Build an operator from ``{"name": "es_grad" | "hill_climb", **fields}``."""
+    cfg = dict(config)
+    name = cfg.pop("name", None)
+    if name not in OPERATORS:
+        raise AdaptationError(f"unknown adaptation operator {name!r}; choose one of {sorted(OPERATORS)}")
+    cls = OPERATORS[name]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"name"}
+    unknown = set(cfg) - fields
+    if unknown:
+        raise AdaptationError(f"adaptation operator {name} has no field(s) {sorted(unknown)}; fields: {sorted(fields)}")
+    return cls(**cfg)
+
+
+def _check_positive(obj: object, names: tuple[str, ...]) -> None:
+    for n in names:
+        if not getattr(obj, n) > 0:
+            raise AdaptationError(f"adaptation {n} must be > 0, got {getattr(obj, n)!r}")

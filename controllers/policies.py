@@ -1,0 +1,120 @@
+"""Deterministic policies over a flat parameter vector, with numpy inference.
+
+ES-MAML (Song et al., ICLR 2020) meta-trains compact deterministic policies:
+linear by default, small tanh MLPs optionally. Parameters live in one flat
+vector so evolution strategies can perturb them; ``PolicySpec.unflatten``
+gives the layer view. The squashed output ``tanh`` is mapped to the actuator
+range [low, high] and clipped to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from controllers.normalizer import NormalizerSnapshot
+
+POLICY_KINDS = ("linear", "mlp")
+
+
+class PolicyError(ValueError):
+    """A policy was specified wrongly (user-facing)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    """Architecture of a policy: ``obs_dim -> hidden... -> act_dim`` with tanh units."""
+
+    kind: str
+    obs_dim: int
+    act_dim: int
+    action_low: tuple[float, ...]
+    action_high: tuple[float, ...]
+    hidden: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICY_KINDS:
+            raise PolicyError(f"unknown policy kind {self.kind!r}; choose one of {POLICY_KINDS}")
+        if self.kind == "linear" and self.hidden:
+            object.__setattr__(self, "hidden", ())
+        if self.kind == "mlp" and not self.hidden:
+            raise PolicyError("an 'mlp' policy needs at least one hidden layer size")
+        if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
+            raise PolicyError("action_low/action_high must have act_dim entries")
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        return (self.obs_dim, *self.hidden, self.act_dim)
+
+    @property
+    def num_params(self) -> int:
+        sizes = self.layer_sizes
+        return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+
+    def unflatten(self, params: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Views (W [..., in, out], b [..., out]) per layer; ``params`` is [P] or [N, P]."""
+        if params.shape[-1] != self.num_params:
+            raise PolicyError(f"expected {self.num_params} parameters, got {params.shape[-1]}")
+        layers, k = [], 0
+        lead = params.shape[:-1]
+        for i, o in zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True):
+            w = params[..., k : k + i * o].reshape(*lead, i, o)
+            k += i * o
+            layers.append((w, params[..., k : k + o]))
+            k += o
+        return layers
+
+    def init_params(self, rng: np.random.Generator) -> np.ndarray:
+        """Zeros for linear policies (as ARS/ES-MAML); scaled Gaussian weights for MLPs."""
+        params = np.zeros(self.num_params)
+        if self.kind == "mlp":
+            for w, _ in self.unflatten(params):
+                w[...] = rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
+        return params
+
+    def forward(self, params: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """Actions for normalized observations ``obs`` [N, obs_dim].
+
+        ``params`` is [P] (one policy for all rows) or [N, P] (one policy per row, as in
+        ES where every rollout has its own perturbation).
+        """
+        x = obs
+        layers = self.unflatten(params)
+        for w, b in layers:
+            x = x @ w + b if w.ndim == 2 else np.einsum("ni,nio->no", x, w) + b
+            x = np.tanh(x)
+        low, high = np.asarray(self.action_low), np.asarray(self.action_high)
+        return np.clip(low + 0.5 * (x + 1.0) * (high - low), low, high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicySpec:
+        d = dict(data)
+        for key in ("action_low", "action_high", "hidden"):
+            d[key] = tuple(d.get(key, ()))
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A deployable policy: architecture, parameters and a frozen observation normalizer."""
+
+    spec: PolicySpec
+    params: np.ndarray
+    normalizer: NormalizerSnapshot
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Action [act_dim] for one raw observation [obs_dim]."""
+        return self.act_batch(np.asarray(obs, dtype=np.float64)[None])[0]
+
+    def act_batch(self, obs: np.ndarray, params: np.ndarray | None = None) -> np.ndarray:
+        """Actions [N, act_dim] for raw observations [N, obs_dim]; ``params`` overrides (per row)."""
+        p = self.params if params is None else params
+        return self.spec.forward(p, self.normalizer.normalize(obs))
+
+    def with_params(self, params: np.ndarray) -> Policy:
+        return dataclasses.replace(self, params=np.asarray(params, dtype=np.float64))

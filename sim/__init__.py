@@ -1,0 +1,30 @@
+"""Simulated task families for meta-learning (MuJoCo and 2-D navigation).
+
+Depends on no other metactl package. Importing it registers the Gymnasium envs
+``metactl/FourCorners-v0``, ``metactl/MultiGoalCircle-v0``,
+``metactl/HalfCheetahForwardBackward-v0``, ``metactl/HalfCheetahGoalVelocity-v0`` and
+``metactl/AntForwardBackward-v0``.
+"""
+
+from sim.registry import FAMILIES, make_family, register_envs
+from sim.rollout import BatchPolicy, RolloutResult, rollout
+from sim.tasks import BatchSim, DirectionTask, GoalTask, Task, TaskError, TaskFamily, VelocityTask, task_from_dict
+
+register_envs()
+
+__all__ = [
+    "FAMILIES",
+    "BatchPolicy",
+    "BatchSim",
+    "DirectionTask",
+    "GoalTask",
+    "RolloutResult",
+    "Task",
+    "TaskError",
+    "TaskFamily",
+    "VelocityTask",
+    "make_family",
+    "register_envs",
+    "rollout",
+    "task_from_dict",
+]

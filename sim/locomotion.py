@@ -1,0 +1,234 @@
+"""MuJoCo locomotion task families on the models Gymnasium ships.
+
+Forward-Backward and Goal-Velocity are the MuJoCo benchmarks of MAML (Finn et
+al., 2017) used by ES-MAML (Song et al., ICLR 2020, Sec. 5.2). The step is lean:
+``mj_step(..., nstep=frame_skip)`` per instance, state gathered into preallocated
+arrays, observations and rewards computed once for the whole batch.
+
+Rewards (per control step, dt = 0.05 s):
+- HalfCheetah Forward-Backward: ``direction * v_x - 0.05 * |a|^2``
+- HalfCheetah Goal-Velocity:    ``-|v_x - v_goal| - 0.05 * |a|^2``
+- Ant Forward-Backward:         ``direction * v_x - 0.005 * |a|^2 + 0.05``, ending
+  the episode when the torso height leaves [0.2, 1.0] (Gymnasium's healthy range).
+
+Train/test split (fixed): training tasks scale every body mass by
+``mass_scale ~ U[0.8, 1.2]``; Forward-Backward draws direction +-1, Goal-Velocity
+draws v_goal ~ U[0, 2] m/s. Test tasks are listed in each family's
+``test_tasks`` (exact values, never drawn in training).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from collections.abc import Sequence
+
+import gymnasium
+import mujoco
+import numpy as np
+
+from sim.tasks import BatchSim, DirectionTask, Task, TaskFamily, VelocityTask
+
+ASSETS = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets")
+FRAME_SKIP = 5
+RESET_NOISE = 0.1
+
+
+@functools.cache
+def _asset_xml(xml_name: str) -> tuple[str, float | None]:
+    """Asset text without ``settotalmass`` (deprecated in MuJoCo 4), and that total mass."""
+    with open(os.path.join(ASSETS, xml_name)) as f:
+        xml = f.read()
+    match = re.search(r'settotalmass="([0-9.eE+-]+)"', xml)
+    return (xml.replace(match.group(0), ""), float(match.group(1))) if match else (xml, None)
+
+
+@functools.lru_cache(maxsize=64)
+def compile_model(xml_name: str, mass_scale: float = 1.0) -> mujoco.MjModel:
+    """Compile a Gymnasium asset with every body's mass and inertia scaled by ``mass_scale``.
+
+    Cached: the returned model is shared and must be treated as read-only.
+    """
+    xml, total_mass = _asset_xml(xml_name)
+    model = mujoco.MjModel.from_xml_string(xml)
+    if total_mass is None:
+        total_mass = float(model.body_mass.sum())
+    if total_mass != float(model.body_mass.sum()) or mass_scale != 1.0:
+        mujoco.mj_setTotalmass(model, total_mass * mass_scale)
+    return model
+
+
+def base_model(xml_name: str) -> mujoco.MjModel:
+    """The unscaled model (shared, read-only)."""
+    return compile_model(xml_name, 1.0)
+
+
+def signal_names(model: mujoco.MjModel, qpos_skip: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Observation names (qpos[qpos_skip:], qvel) and actuator names, in model order."""
+    pos, vel = [], []
+    free_pos = ("x", "y", "z", "qw", "qx", "qy", "qz")
+    free_vel = ("vx", "vy", "vz", "wx", "wy", "wz")
+    for j in range(model.njnt):
+        name = model.joint(j).name
+        if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE:
+            pos += [f"pos:{name}.{s}" for s in free_pos]
+            vel += [f"vel:{name}.{s}" for s in free_vel]
+        else:
+            pos.append(f"pos:{name}")
+            vel.append(f"vel:{name}")
+    acts = tuple(model.actuator(i).name or model.joint(model.actuator_trnid[i, 0]).name for i in range(model.nu))
+    return tuple(pos[qpos_skip:] + vel), acts
+
+
+class MujocoBatch(BatchSim):
+    """One ``MjData`` per task; tasks with the same mass scale share one ``MjModel``."""
+
+    def __init__(self, family: LocomotionFamily, tasks: Sequence[Task]):
+        models: dict[float, mujoco.MjModel] = {}
+        self.models = []
+        for t in tasks:
+            scale = float(t.mass_scale)  # type: ignore[attr-defined]
+            if scale not in models:
+                models[scale] = family.model_for(scale)
+            self.models.append(models[scale])
+        self.datas = [mujoco.MjData(m) for m in self.models]
+        self.family = family
+        self.tasks = list(tasks)
+        m0 = self.models[0]
+        self.num_envs, self.obs_dim, self.act_dim = len(tasks), family.obs_dim, m0.nu
+        self.qpos = np.zeros((self.num_envs, m0.nq))
+        self.qvel = np.zeros((self.num_envs, m0.nv))
+        self.target = np.array([family.task_target(t) for t in tasks], dtype=np.float64)
+        self.dt = m0.opt.timestep * FRAME_SKIP
+
+    def _observe(self) -> np.ndarray:
+        return np.concatenate([self.qpos[:, self.family.qpos_skip :], self.qvel], axis=1)
+
+    def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
+            rng = np.random.default_rng(int(seeds[i]))
+            mujoco.mj_resetData(m, d)
+            d.qpos[:] = m.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=m.nq)
+            d.qvel[:] = RESET_NOISE * rng.standard_normal(m.nv)
+            mujoco.mj_forward(m, d)
+            self.qpos[i] = d.qpos
+            self.qvel[i] = d.qvel
+        return self._observe()
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        actions = np.clip(actions, self.family.action_low, self.family.action_high)
+        x_before = self.qpos[:, 0].copy()
+        qpos, qvel = self.qpos, self.qvel
+        step = mujoco.mj_step
+        for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
+            d.ctrl[:] = actions[i]
+            step(m, d, nstep=FRAME_SKIP)
+            qpos[i] = d.qpos
+            qvel[i] = d.qvel
+        vx = (qpos[:, 0] - x_before) / self.dt
+        reward, terminated = self.family.reward(vx, actions, qpos, self.target)
+        return self._observe(), reward, terminated
+
+
+class LocomotionFamily(TaskFamily):
+    """Shared machinery; subclasses set the model, the task type and the reward."""
+
+    xml_name: str
+    qpos_skip: int
+    horizon = 200
+    ctrl_cost: float = 0.05
+
+    def __init__(self) -> None:
+        model = base_model(self.xml_name)
+        self.observation_names, self.action_names = signal_names(model, self.qpos_skip)
+        self.action_low = model.actuator_ctrlrange[:, 0].copy()
+        self.action_high = model.actuator_ctrlrange[:, 1].copy()
+        self.control_period = float(model.opt.timestep * FRAME_SKIP)
+
+    def model_for(self, mass_scale: float) -> mujoco.MjModel:
+        return compile_model(self.xml_name, float(mass_scale))
+
+    def make_batch(self, tasks: Sequence[Task]) -> MujocoBatch:
+        for t in tasks:
+            self.check_task(t, self.task_type)
+        return MujocoBatch(self, tasks)
+
+    task_type: type[Task]
+
+    def task_target(self, task: Task) -> float:
+        raise NotImplementedError
+
+    def reward(
+        self, vx: np.ndarray, actions: np.ndarray, qpos: np.ndarray, target: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+class _ForwardBackward(LocomotionFamily):
+    task_type = DirectionTask
+
+    def task_target(self, task: Task) -> float:
+        return float(task.direction)  # type: ignore[attr-defined]
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        return [
+            DirectionTask(direction=float(rng.choice([-1.0, 1.0])), mass_scale=float(rng.uniform(0.8, 1.2)))
+            for _ in range(n)
+        ]
+
+    def test_tasks(self) -> list[Task]:
+        return [
+            DirectionTask(direction=1.0),
+            DirectionTask(direction=-1.0),
+            DirectionTask(direction=1.0, mass_scale=0.9),
+            DirectionTask(direction=-1.0, mass_scale=1.1),
+        ]
+
+
+class HalfCheetahForwardBackward(_ForwardBackward):
+    name = "halfcheetah_fb"
+    env_id = "metactl/HalfCheetahForwardBackward-v0"
+    xml_name = "half_cheetah.xml"
+    qpos_skip = 1
+
+    def reward(self, vx, actions, qpos, target):  # type: ignore[no-untyped-def]
+        reward = target * vx - self.ctrl_cost * np.sum(actions**2, axis=1)
+        return reward, np.zeros(len(vx), dtype=bool)
+
+
+class AntForwardBackward(_ForwardBackward):
+    name = "ant_fb"
+    env_id = "metactl/AntForwardBackward-v0"
+    xml_name = "ant.xml"
+    qpos_skip = 2
+    ctrl_cost = 0.005
+
+    def reward(self, vx, actions, qpos, target):  # type: ignore[no-untyped-def]
+        reward = target * vx - self.ctrl_cost * np.sum(actions**2, axis=1) + 0.05
+        z = qpos[:, 2]
+        return reward, (z < 0.2) | (z > 1.0)
+
+
+class HalfCheetahGoalVelocity(LocomotionFamily):
+    name = "halfcheetah_vel"
+    env_id = "metactl/HalfCheetahGoalVelocity-v0"
+    xml_name = "half_cheetah.xml"
+    qpos_skip = 1
+    task_type = VelocityTask
+
+    def task_target(self, task: Task) -> float:
+        return float(task.velocity)  # type: ignore[attr-defined]
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        return [
+            VelocityTask(velocity=float(rng.uniform(0.0, 2.0)), mass_scale=float(rng.uniform(0.8, 1.2)))
+            for _ in range(n)
+        ]
+
+    def test_tasks(self) -> list[Task]:
+        return [VelocityTask(velocity=v) for v in (0.25, 0.75, 1.25, 1.75)]
+
+    def reward(self, vx, actions, qpos, target):  # type: ignore[no-untyped-def]
+        reward = -np.abs(vx - target) - self.ctrl_cost * np.sum(actions**2, axis=1)
+        return reward, np.zeros(len(vx), dtype=bool)

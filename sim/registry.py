@@ -1,0 +1,31 @@
+"""Task families by name, and their Gymnasium registration under the ``metactl/`` namespace."""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium
+
+from sim.locomotion import AntForwardBackward, HalfCheetahForwardBackward, HalfCheetahGoalVelocity
+from sim.point_nav import FourCorners, MultiGoalCircle
+from sim.tasks import TaskError, TaskFamily
+
+FAMILIES: dict[str, type[TaskFamily]] = {
+    cls.name: cls
+    for cls in (FourCorners, MultiGoalCircle, HalfCheetahForwardBackward, HalfCheetahGoalVelocity, AntForwardBackward)
+}
+
+
+@functools.cache
+def make_family(name: str) -> TaskFamily:
+    """The task family called ``name``; an unknown name raises ``TaskError`` listing the known ones."""
+    if name not in FAMILIES:
+        raise TaskError(f"unknown task family {name!r}; choose one of: {', '.join(FAMILIES)}")
+    return FAMILIES[name]()
+
+
+def register_envs() -> None:
+    """Register every family as a Gymnasium env (idempotent)."""
+    for name, cls in FAMILIES.items():
+        if cls.env_id not in gymnasium.registry:
+            gymnasium.register(cls.env_id, entry_point="sim.gym_env:TaskFamilyEnv", kwargs={"family": name})

@@ -1,0 +1,141 @@
+"""ES-MAML training configuration: a frozen dataclass, validated with errors that name the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from controllers import AdaptationError, PolicyError, make_operator
+from sim import FAMILIES
+
+
+class ConfigError(ValueError):
+    """A training setting is wrong; the message names the field and the fix (user-facing)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one ES-MAML (or non-meta baseline) run."""
+
+    family: str = "four_corners"
+    """Task family to train on (see ``metactl families``)."""
+    meta: bool = True
+    """True: ES-MAML (objective after adaptation). False: the non-meta baseline with the same
+    ES budget — one policy for the whole task mixture (domain randomization)."""
+    policy: str = "linear"
+    """Policy architecture: 'linear' or 'mlp' (tanh units)."""
+    hidden: tuple[int, ...] = (32, 32)
+    """Hidden layer sizes of the 'mlp' policy."""
+    iterations: int = 60
+    """Outer ES iterations."""
+    directions: int = 16
+    """Antithetic perturbation pairs per iteration (n)."""
+    sigma: float = 0.1
+    """Outer perturbation scale."""
+    learning_rate: float = 0.02
+    """Outer step size (beta)."""
+    optimizer: str = "adam"
+    """Outer optimizer: 'adam' or 'sgd' (plain ascent, as the reference code)."""
+    tasks_per_iteration: int = 4
+    """Training tasks per iteration, shared by all perturbations (common random numbers)."""
+    adaptation: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"name": "hill_climb", "queries": 10, "sigma": 0.2, "mode": "batch", "batch_size": 5}
+    )
+    """Adaptation operator U: {'name': 'es_grad'|'hill_climb', ...its fields}."""
+    horizon: int = 0
+    """Episode length in control steps; 0 uses the family's default."""
+    normalize_obs: bool = True
+    """Learn a running observation normalizer (ARS V2), frozen into the export."""
+    eval_every: int = 5
+    """Evaluate on the held-out test tasks every this many iterations (for the learning curve)."""
+    eval_repeats: int = 2
+    """Independent adaptation runs per held-out task in each evaluation."""
+    checkpoint_every: int = 5
+    """Write a checkpoint every this many iterations (and at the end)."""
+    seed: int = 0
+    """Seed of every random choice in the run."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        self.validate()
+
+    def validate(self) -> None:
+        if self.family not in FAMILIES:
+            raise ConfigError(f"family: unknown task family {self.family!r}; choose one of: {', '.join(FAMILIES)}")
+        if self.policy not in ("linear", "mlp"):
+            raise ConfigError(f"policy: must be 'linear' or 'mlp', got {self.policy!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer: must be 'adam' or 'sgd', got {self.optimizer!r}")
+        for name in ("iterations", "directions", "tasks_per_iteration", "eval_every", "eval_repeats"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
+        if self.horizon < 0:
+            raise ConfigError(f"horizon: must be >= 0 (0 = family default), got {self.horizon}")
+        for name in ("sigma", "learning_rate"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        if self.policy == "mlp" and not self.hidden:
+            raise ConfigError("hidden: an 'mlp' policy needs at least one hidden layer size, e.g. --hidden 32 32")
+        try:
+            make_operator(self.adaptation)
+        except (AdaptationError, TypeError) as e:
+            raise ConfigError(f"adaptation: {e}") from None
+
+    def operator(self):  # noqa: ANN201 - AdaptationOperator
+        return make_operator(self.adaptation)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        try:
+            return cls(**data)
+        except PolicyError as e:
+            raise ConfigError(str(e)) from None
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "four_corners": {},
+    "multi_goal_circle": {},
+    "halfcheetah_fb": {
+        "iterations": 80,
+        "directions": 12,
+        "tasks_per_iteration": 2,
+        "adaptation": {"name": "es_grad", "queries": 8, "sigma": 0.1, "step_size": 0.05},
+    },
+    "halfcheetah_vel": {
+        "iterations": 80,
+        "directions": 12,
+        "tasks_per_iteration": 2,
+        "adaptation": {"name": "es_grad", "queries": 8, "sigma": 0.1, "step_size": 0.05},
+    },
+    "ant_fb": {
+        "iterations": 80,
+        "directions": 12,
+        "tasks_per_iteration": 2,
+        "adaptation": {"name": "es_grad", "queries": 8, "sigma": 0.1, "step_size": 0.05},
+    },
+}
+"""Per-family defaults, applied before command-line overrides."""
+
+
+def config_for(family: str, **overrides: Any) -> TrainConfig:
+    """The family's preset with ``overrides`` (None values are ignored) applied on top."""
+    if family not in FAMILIES:
+        raise ConfigError(f"family: unknown task family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    data: dict[str, Any] = {"family": family, **PRESETS.get(family, {})}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_dict(data)

@@ -1,0 +1,258 @@
+"""ES-MAML: zero-order model-agnostic meta-learning with evolution strategies.
+
+Song, Gao, Yang, Choromanski, Pacchiano, Tang, "ES-MAML: Simple Hessian-Free Meta
+Learning", ICLR 2020, Algorithm 3. The meta-objective of parameters theta is the
+return after adaptation, f(U(theta, T)), averaged over training tasks T; it is
+treated as a black box and ascended with antithetic Gaussian smoothing:
+
+    theta <- theta + beta / (2 n sigma) * sum_j (z_j^+ - z_j^-) eps_j
+
+with z the z-scored objective values of theta +- sigma eps_j. With
+``meta=False`` the same loop ascends f(theta, T) without adaptation, on as many
+episodes per iteration: the non-meta (domain randomization) baseline.
+
+Every random draw of iteration i comes from ``SeedSequence([seed, i])``, so a run
+resumed from a checkpoint continues exactly as if never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from controllers import AdaptationOperator, Policy, PolicySpec, RunningNormalizer, save_policy
+from sim import TaskFamily, make_family
+from train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
+from train.config import ConfigError, TrainConfig
+from train.lockstep import Evaluator
+from train.run_log import RunLog, plot_learning_curve
+
+log = logging.getLogger(__name__)
+
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+EVAL_SEED_KEY = 7_777_777
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Where the run wrote its outputs and its final held-out numbers (means over test tasks)."""
+
+    out_dir: str
+    policy_path: str
+    summary: dict[str, Any]
+
+
+def policy_spec(config: TrainConfig, family: TaskFamily) -> PolicySpec:
+    return PolicySpec(
+        kind=config.policy,
+        obs_dim=family.obs_dim,
+        act_dim=family.act_dim,
+        action_low=tuple(float(v) for v in family.action_low),
+        action_high=tuple(float(v) for v in family.action_high),
+        hidden=config.hidden if config.policy == "mlp" else (),
+    )
+
+
+def initial_state(config: TrainConfig, spec: PolicySpec) -> ESState:
+    params = spec.init_params(np.random.default_rng([config.seed, 0xC0FFEE]))
+    zeros = np.zeros_like(params)
+    return ESState(0, params, RunningNormalizer.empty(spec.obs_dim), zeros, zeros.copy())
+
+
+def episodes_per_task(operator: AdaptationOperator) -> int:
+    """Episodes one adapted evaluation costs: every query plus the evaluation of U(theta)."""
+    return sum(operator.schedule()) + 1
+
+
+def es_iteration(
+    state: ESState, config: TrainConfig, family: TaskFamily, spec: PolicySpec, operator: AdaptationOperator
+) -> tuple[ESState, float]:
+    """One outer ES-MAML step; returns the new state and the mean objective of the perturbations."""
+    rng = np.random.default_rng([config.seed, state.iteration + 1])
+    n_tasks = config.tasks_per_iteration * (1 if config.meta else episodes_per_task(operator))
+    tasks = family.sample_tasks(rng, n_tasks)
+    task_seeds = rng.integers(0, 2**31 - 1, size=n_tasks).tolist()
+    eps = rng.standard_normal((config.directions, state.params.size))
+    thetas = np.concatenate([state.params + config.sigma * eps, state.params - config.sigma * eps])
+
+    norm = state.normalizer.snapshot() if config.normalize_obs else None
+    ev = Evaluator(family, spec, norm or _identity(spec), config.horizon or family.horizon)
+    rows = np.repeat(thetas, n_tasks, axis=0)
+    row_tasks, row_seeds = tasks * len(thetas), task_seeds * len(thetas)
+    if config.meta:
+        rows = ev.adapt(operator, rows, row_tasks, row_seeds)
+    values = ev.evaluate(rows, row_tasks, row_seeds).reshape(len(thetas), n_tasks).mean(axis=1)
+
+    z = (values - values.mean()) / (values.std() + 1e-12)
+    n = config.directions
+    grad = (z[:n] - z[n:]) @ eps / (2 * n * config.sigma)
+    params, m, v = _ascend(state, grad, config)
+    normalizer = state.normalizer
+    if config.normalize_obs:
+        normalizer = normalizer.update(ev.stats.count, ev.stats.total, ev.stats.total_sq)
+    new_state = ESState(
+        state.iteration + 1,
+        params,
+        normalizer,
+        m,
+        v,
+        state.episodes + ev.episodes,
+        state.env_steps + ev.env_steps,
+        state.elapsed_s,
+    )
+    return new_state, float(values.mean())
+
+
+def _ascend(state: ESState, grad: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if config.optimizer == "sgd":
+        return state.params + config.learning_rate * grad, state.adam_m, state.adam_v
+    t = state.iteration + 1
+    m = ADAM_B1 * state.adam_m + (1 - ADAM_B1) * grad
+    v = ADAM_B2 * state.adam_v + (1 - ADAM_B2) * grad**2
+    step = config.learning_rate * (m / (1 - ADAM_B1**t)) / (np.sqrt(v / (1 - ADAM_B2**t)) + ADAM_EPS)
+    return state.params + step, m, v
+
+
+def _identity(spec: PolicySpec):  # noqa: ANN202
+    from controllers import NormalizerSnapshot
+
+    return NormalizerSnapshot.identity(spec.obs_dim)
+
+
+def heldout_returns(
+    config: TrainConfig, family: TaskFamily, policy: Policy, operator: AdaptationOperator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return before and after adaptation on each held-out test task [T], mean over repeats.
+
+    Seeds are fixed for the run, so evaluations at different iterations are comparable.
+    """
+    test = family.test_tasks()
+    tasks = test * config.eval_repeats
+    seeds = np.random.default_rng([config.seed, EVAL_SEED_KEY]).integers(0, 2**31 - 1, len(tasks)).tolist()
+    ev = Evaluator(family, policy.spec, policy.normalizer, config.horizon or family.horizon)
+    rows = np.tile(policy.params, (len(tasks), 1))
+    pre = ev.evaluate(rows, tasks, seeds)
+    post = ev.evaluate(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
+    return (
+        pre.reshape(config.eval_repeats, len(test)).mean(axis=0),
+        post.reshape(config.eval_repeats, len(test)).mean(axis=0),
+    )
+
+
+def current_policy(state: ESState, config: TrainConfig, spec: PolicySpec) -> Policy:
+    norm = state.normalizer.snapshot() if config.normalize_obs else _identity(spec)
+    return Policy(spec, state.params.copy(), norm)
+
+
+def _prepare_out_dir(config: TrainConfig, out_dir: str, resume: bool) -> ESState | None:
+    """Save the resolved config; on resume, check it matches and load the newest checkpoint."""
+    os.makedirs(out_dir, exist_ok=True)
+    cfg_path = os.path.join(out_dir, "config.json")
+    ckpt = latest_checkpoint(os.path.join(out_dir, "checkpoints"))
+    if resume:
+        if ckpt is None:
+            raise ConfigError(f"--resume: no checkpoint in {out_dir}/checkpoints; start without --resume")
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        if saved != config.to_dict():
+            diff = sorted(k for k in saved if saved.get(k) != config.to_dict().get(k))
+            raise ConfigError(f"--resume: settings {diff} differ from the run in {out_dir}; pass the same settings")
+        return load_checkpoint(ckpt)
+    if ckpt is not None:
+        raise ConfigError(f"--out {out_dir} already holds a run; pass --resume to continue it or choose a new --out")
+    with open(cfg_path, "w") as f:
+        f.write(config.dumps())
+    return None
+
+
+def train(config: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run ES-MAML (or the baseline) for ``config.iterations``; checkpoints allow exact resume."""
+    family = make_family(config.family)
+    spec = policy_spec(config, family)
+    operator = config.operator()
+    state = _prepare_out_dir(config, out_dir, resume) or initial_state(config, spec)
+    run_log = RunLog(out_dir, resume_from=state.iteration)
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    pre = post = np.full(len(family.test_tasks()), np.nan)
+    from tqdm import tqdm
+
+    label = "ES-MAML" if config.meta else "baseline"
+    bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"{label} {config.family}", disable=not progress)
+    try:
+        while state.iteration < config.iterations:
+            t0 = time.perf_counter()
+            state, objective = es_iteration(state, config, family, spec, operator)
+            state.elapsed_s += time.perf_counter() - t0
+            row: dict[str, Any] = {
+                "iteration": state.iteration,
+                "episodes": state.episodes,
+                "env_steps": state.env_steps,
+                "wall_s": round(state.elapsed_s, 3),
+                "train_objective": objective,
+            }
+            if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
+                pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator)
+                row.update(heldout_pre=float(pre.mean()), heldout_post=float(post.mean()))
+            run_log.write(row)
+            if state.iteration % config.checkpoint_every == 0 or state.iteration == config.iterations:
+                save_checkpoint(ckpt_dir, state)
+            bar.update(1)
+            bar.set_postfix(objective=f"{objective:.1f}")
+    finally:
+        bar.close()
+        run_log.close()
+    if np.isnan(pre).all():  # resumed a finished run: evaluate once more
+        pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator)
+    return _finish(config, out_dir, state, spec, family, pre, post)
+
+
+def _finish(
+    config: TrainConfig,
+    out_dir: str,
+    state: ESState,
+    spec: PolicySpec,
+    family: TaskFamily,
+    pre: np.ndarray,
+    post: np.ndarray,
+) -> TrainResult:
+    policy = current_policy(state, config, spec)
+    policy_path = os.path.join(out_dir, "policy.npz")
+    extra = {
+        "family": config.family,
+        "control_period": family.control_period,
+        "observation_names": list(family.observation_names),
+        "action_names": list(family.action_names),
+        "adaptation": config.operator().to_dict(),
+        "horizon": config.horizon or family.horizon,
+        "train_config": config.to_dict(),
+    }
+    save_policy(policy_path, policy, extra)
+    plot_learning_curve(
+        os.path.join(out_dir, "metrics.csv"),
+        os.path.join(out_dir, "learning_curve.png"),
+        f"{'ES-MAML' if config.meta else 'non-meta baseline'} on {config.family} (seed {config.seed})",
+    )
+    summary = {
+        "family": config.family,
+        "meta": config.meta,
+        "seed": config.seed,
+        "iterations": state.iteration,
+        "episodes": state.episodes,
+        "env_steps": state.env_steps,
+        "wall_s": round(state.elapsed_s, 2),
+        "heldout_pre_adaptation_return": float(pre.mean()),
+        "heldout_post_adaptation_return": float(post.mean()),
+        "heldout_pre_per_task": pre.tolist(),
+        "heldout_post_per_task": post.tolist(),
+        "policy": policy_path,
+        "learning_curve": os.path.join(out_dir, "learning_curve.png"),
+    }
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return TrainResult(out_dir, policy_path, summary)
