@@ -10,6 +10,7 @@ range [low, high] and clipped to it.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,7 @@ class PolicySpec:
     @property
     def num_params(self) -> int:
         sizes = self.layer_sizes
-        return sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+        return sum(i * o + o for i, o in itertools.pairwise(sizes))
 
     def unflatten(self, params: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views (W [..., in, out], b [..., out]) per layer; ``params`` is [P] or [N, P]."""

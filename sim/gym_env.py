@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium
 import numpy as np
@@ -17,7 +17,7 @@ class TaskFamilyEnv(gymnasium.Env):
     truncated at the family's horizon.
     """
 
-    metadata = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, family: str, task: Task | None = None):
         from sim.registry import make_family

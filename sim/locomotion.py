@@ -56,6 +56,7 @@ def compile_model(xml_name: str, mass_scale: float = 1.0) -> mujoco.MjModel:
         total_mass = float(model.body_mass.sum())
     if total_mass != float(model.body_mass.sum()) or mass_scale != 1.0:
         mujoco.mj_setTotalmass(model, total_mass * mass_scale)
+        mujoco.mj_setConst(model, mujoco.MjData(model))  # recompute mass-dependent constants
     return model
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from controllers import AdaptationError, PolicyError, make_operator
+from controllers import AdaptationError, AdaptationOperator, PolicyError, make_operator
 from sim import FAMILIES
 
 
@@ -84,7 +84,7 @@ class TrainConfig:
         except (AdaptationError, TypeError) as e:
             raise ConfigError(f"adaptation: {e}") from None
 
-    def operator(self):  # noqa: ANN201 - AdaptationOperator
+    def operator(self) -> AdaptationOperator:
         return make_operator(self.adaptation)
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,8 +108,23 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "four_corners": {},
-    "multi_goal_circle": {},
+    # Sparse reward: monotone hill climbing explores where gradient steps see a flat landscape.
+    "four_corners": {
+        "iterations": 150,
+        "directions": 32,
+        "tasks_per_iteration": 8,
+        "eval_every": 10,
+        "eval_repeats": 8,
+        "adaptation": {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "average"},
+    },
+    "multi_goal_circle": {
+        "iterations": 150,
+        "directions": 32,
+        "tasks_per_iteration": 8,
+        "eval_every": 10,
+        "eval_repeats": 8,
+        "adaptation": {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "average"},
+    },
     "halfcheetah_fb": {
         "iterations": 80,
         "directions": 12,

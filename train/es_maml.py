@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from controllers import AdaptationOperator, Policy, PolicySpec, RunningNormalizer, save_policy
+from controllers import AdaptationOperator, NormalizerSnapshot, Policy, PolicySpec, RunningNormalizer, save_policy
 from sim import TaskFamily, make_family
 from train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
 from train.config import ConfigError, TrainConfig
@@ -119,9 +119,7 @@ def _ascend(state: ESState, grad: np.ndarray, config: TrainConfig) -> tuple[np.n
     return state.params + step, m, v
 
 
-def _identity(spec: PolicySpec):  # noqa: ANN202
-    from controllers import NormalizerSnapshot
-
+def _identity(spec: PolicySpec) -> NormalizerSnapshot:
     return NormalizerSnapshot.identity(spec.obs_dim)
 
 

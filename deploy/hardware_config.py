@@ -1,0 +1,209 @@
+"""Hardware config files: one TOML file per robot, validated once on load.
+
+A config says how to reach the robot and what its signals are, in order::
+
+    [robot]
+    name = "sim_four_corners"
+    link = "sim"                # how the runtime talks to the robot
+
+    [control]
+    period_s = 0.1              # control period in seconds
+    episode_steps = 100         # optional; default: the bundle's training horizon
+
+    [signals]
+    observations = ["x", "y"]   # in the order the robot reports them
+    actions = ["vx", "vy"]      # in the order the robot takes them
+
+    [sim]                       # only for link = "sim": the simulation stands in for the robot
+    family = "four_corners"
+    task = 0                    # index into the family's test tasks, or an inline task table
+    seed = 0
+
+Each section maps to a frozen dataclass, so a later link type adds a section
+without touching the others. Every error names the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+from deploy.errors import HardwareConfigError
+
+LINKS = ("sim",)
+"""Link types this runtime can open."""
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "robot": ("name", "link"),
+    "control": ("period_s", "episode_steps"),
+    "signals": ("observations", "actions"),
+    "sim": ("family", "task", "seed"),
+}
+"""Known sections and their keys."""
+_REQUIRED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class RobotSection:
+    """``[robot]``: a name for logs and the link type (``"sim"``)."""
+
+    name: str
+    link: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlSection:
+    """``[control]``: control period [s] and episode length [steps] (None = the bundle's horizon)."""
+
+    period_s: float
+    episode_steps: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SignalsSection:
+    """``[signals]``: observation and action names, in the robot's order."""
+
+    observations: tuple[str, ...]
+    actions: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class SimSection:
+    """``[sim]``: the task family, the task (test-task index or ``Task.to_dict()`` form) and the base seed."""
+
+    family: str
+    task: int | dict[str, Any]
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class HardwareConfig:
+    """A validated hardware config; ``path`` is the file it came from (used in error messages)."""
+
+    path: str
+    robot: RobotSection
+    control: ControlSection
+    signals: SignalsSection
+    sim: SimSection | None = None
+
+    @property
+    def robot_name(self) -> str:
+        """Shorthand for ``robot.name`` (for logs and CLI tables)."""
+        return self.robot.name
+
+
+def load_hardware_config(path: str) -> HardwareConfig:
+    """Read and validate the TOML file at ``path``; raise ``HardwareConfigError`` naming the field and fix."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise HardwareConfigError(
+            f"hardware config {path} not found; pass the path of a robot's TOML file, "
+            "e.g. hardware_configs/sim_four_corners.toml"
+        )
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise HardwareConfigError(f"hardware config {path}: TOML syntax error: {e}; fix that line") from None
+    return _Reader(path).config(data)
+
+
+class _Reader:
+    """Field-by-field validation with messages that name ``path`` and the field."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, what: str) -> HardwareConfigError:
+        return HardwareConfigError(f"hardware config {self.path}: {what}")
+
+    def config(self, data: dict[str, Any]) -> HardwareConfig:
+        for name, value in data.items():
+            if name not in SECTIONS:
+                raise self.fail(f"unknown section [{name}]; known sections: {', '.join(SECTIONS)}")
+            if not isinstance(value, dict):
+                raise self.fail(f"'{name}' must be a section [{name}], not a plain value; put its keys under [{name}]")
+            unknown = [k for k in value if k not in SECTIONS[name]]
+            if unknown:
+                raise self.fail(f"unknown key {name}.{unknown[0]}; [{name}] takes: {', '.join(SECTIONS[name])}")
+        robot = RobotSection(
+            name=self.get(data, "robot.name", _nonempty_str, "a non-empty string", "name the robot, e.g. 'arm_1'"),
+            link=self.get(data, "robot.link", _link, f"one of {LINKS}", "use link = 'sim'"),
+        )
+        control = ControlSection(
+            period_s=float(
+                self.get(data, "control.period_s", _positive, "a positive number", "set it in seconds, e.g. 0.05")
+            ),
+            episode_steps=self.get(
+                data, "control.episode_steps", _positive_int, "a positive integer", "set it in steps, e.g. 200", None
+            ),
+        )
+        names_fix = "list the names in the robot's order, e.g. ['x', 'y']"
+        signals = SignalsSection(
+            observations=tuple(self.get(data, "signals.observations", _names, "a list of unique names", names_fix)),
+            actions=tuple(self.get(data, "signals.actions", _names, "a list of unique names", names_fix)),
+        )
+        sim = None
+        if robot.link == "sim":
+            if "sim" not in data:
+                raise self.fail("robot.link is 'sim' but section [sim] is missing; add [sim] with family, task, seed")
+            task_fix = "give an index into the family's test tasks (e.g. 0) or an inline table {type = 'GoalTask', ...}"
+            task = self.get(data, "sim.task", _task, "an integer >= 0 or an inline table with 'type'", task_fix)
+            sim = SimSection(
+                family=self.get(data, "sim.family", _nonempty_str, "a task family name", "e.g. 'four_corners'"),
+                task=dict(task) if isinstance(task, dict) else task,
+                seed=self.get(data, "sim.seed", _nonneg_int, "an integer >= 0", "e.g. seed = 0", 0),
+            )
+        return HardwareConfig(self.path, robot, control, signals, sim)
+
+    def get(
+        self,
+        data: dict[str, Any],
+        field: str,
+        ok: Callable[[Any], bool],
+        what: str,
+        fix: str,
+        default: Any = _REQUIRED,
+    ) -> Any:
+        section, key = field.split(".")
+        if key not in data.get(section, {}):
+            if default is not _REQUIRED:
+                return default
+            if section not in data:
+                raise self.fail(f"section [{section}] is missing; add it with at least {field}")
+            raise self.fail(f"{field} is missing; it must be {what}: {fix}")
+        value = data[section][key]
+        if not ok(value):
+            raise self.fail(f"{field} must be {what} (got {value!r}); {fix}")
+        return value
+
+
+def _nonempty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _link(v: Any) -> bool:
+    return v in LINKS
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _positive_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _nonneg_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(_nonempty_str(n) for n in v) and len(set(v)) == len(v)
+
+
+def _task(v: Any) -> bool:
+    return _nonneg_int(v) or (isinstance(v, dict) and isinstance(v.get("type"), str))

@@ -1,0 +1,167 @@
+"""Online adaptation on the robot: the ES-MAML adaptation operator run episode by episode.
+
+Song et al., "ES-MAML: Simple Hessian-Free Meta Learning", ICLR 2020: the meta-trained
+policy is adapted to the task at hand by the same operator U(theta, T) used in training
+(ES gradient step or hill climbing), now with real robot episodes as the queries.
+
+``run_online``: load and check the bundle, open the robot, evaluate the trained
+parameters (pre), then per adaptation step run the operator — every parameter vector
+it asks for is exactly one robot episode, inferred by the ONNX graph with the vector
+fed as ``params`` — and evaluate the adapted parameters (post). Pre and every post
+episode share one seed so they are comparable; query episodes get distinct seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from controllers import AdaptationError, AdaptationOperator, make_operator
+from deploy.bundle import Bundle
+from deploy.errors import BundleError
+from deploy.hardware_config import HardwareConfig, load_hardware_config
+from deploy.report import EpisodeRecord, OnlineReport, write_report
+from deploy.robot import RobotLink, open_link
+
+log = logging.getLogger(__name__)
+
+
+def check_compatibility(bundle_metadata: Mapping[str, Any], config: HardwareConfig) -> None:
+    """Raise ``BundleError`` at the first disagreement between a bundle and a robot's config:
+    observation/action counts, names and order, or control period (relative tolerance 1e-9)."""
+    src = config.path
+    pairs = (
+        ("observation", list(bundle_metadata["observation_names"]), list(config.signals.observations)),
+        ("action", list(bundle_metadata["action_names"]), list(config.signals.actions)),
+    )
+    for kind, ours, theirs in pairs:
+        fix = f"export a bundle trained for this robot, or fix signals.{kind}s in the config"
+        if len(ours) != len(theirs):
+            raise BundleError(f"the bundle has {len(ours)} {kind}s but {src} lists {len(theirs)}; {fix}")
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            if a != b:
+                order = " (same names, different order)" if sorted(ours) == sorted(theirs) else ""
+                raise BundleError(f"{kind} {i} is {a!r} in the bundle but {b!r} in {src}{order}; {fix}")
+    period = float(bundle_metadata["control_period"])
+    if not math.isclose(period, config.control.period_s, rel_tol=1e-9):
+        raise BundleError(
+            f"the bundle was trained with control period {period} s but {src} has "
+            f"control.period_s = {config.control.period_s}; export a bundle trained at this rate, or fix the config"
+        )
+
+
+def run_episode(link: RobotLink, bundle: Bundle, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
+    """One episode of at most ``steps`` control steps with ``params``; (return, length).
+
+    As in ``sim.rollout``: the reward of the terminating transition counts, then the episode stops.
+    """
+    link.reset(seed)
+    state = link.read_state()
+    total, length = 0.0, 0
+    for _ in range(steps):
+        link.write_command(bundle.act(state.obs, params))
+        state = link.read_state()
+        total += state.reward
+        length += 1
+        if state.done:
+            break
+    return total, length
+
+
+def run_online(
+    bundle_dir: str,
+    config: HardwareConfig | str,
+    *,
+    task: int | Mapping[str, Any] | None = None,
+    adaptation_steps: int = 1,
+    seed: int = 0,
+    out_dir: str | None = None,
+    progress: bool = False,
+) -> OnlineReport:
+    """Adapt the bundle's policy on the robot of ``config`` (a ``HardwareConfig`` or a TOML path).
+
+    ``task`` overrides the config's ``[sim] task`` (test-task index or task dict). Every episode
+    seed and the operator's noise derive from ``seed``. Runs ``1 + adaptation_steps *
+    (sum(operator.schedule()) + 1)`` robot episodes. Writes the report to ``out_dir`` if given.
+    ``progress`` logs every episode at INFO (otherwise DEBUG).
+    """
+    if isinstance(adaptation_steps, bool) or not isinstance(adaptation_steps, int) or adaptation_steps < 1:
+        raise ValueError(f"adaptation_steps must be a positive integer, got {adaptation_steps!r}")
+    if not isinstance(config, HardwareConfig):
+        config = load_hardware_config(config)
+    bundle = Bundle.load(bundle_dir)
+    meta = bundle.metadata
+    check_compatibility(meta, config)
+    try:
+        operator = make_operator(meta["adaptation"])
+    except (AdaptationError, TypeError) as e:
+        fix = "re-run `metactl export`"
+        raise BundleError(f"bundle {bundle_dir}: metadata 'adaptation' is invalid ({e}); {fix}") from None
+    steps = config.control.episode_steps or meta["horizon"]
+    # Distinct draws: [0] evaluation seed, [1 .. S] operator seeds, the rest query-episode seeds.
+    n_seeds = 1 + adaptation_steps * (1 + sum(operator.schedule()))
+    seeds = [int(s) for s in np.random.default_rng(seed).choice(2**31 - 1, size=n_seeds, replace=False)]
+    eval_seed, op_seeds, query_seeds = seeds[0], seeds[1 : 1 + adaptation_steps], iter(seeds[1 + adaptation_steps :])
+    with open_link(config, task) as link:
+        runner = _EpisodeRunner(link, bundle, steps, logging.INFO if progress else logging.DEBUG)
+        params = np.array(bundle.params, dtype=np.float64)
+        pre = runner.run("pre", params, eval_seed, step=0)
+        post: list[float] = []
+        for step in range(1, adaptation_steps + 1):
+            params = _adapt(operator, runner, params, op_seeds[step - 1], query_seeds, step)
+            post.append(runner.run("post", params, eval_seed, step=step))
+        link_info = link.describe()
+
+    report = OnlineReport(
+        episodes=tuple(runner.records),
+        pre_adaptation_return=pre,
+        post_adaptation_returns=tuple(post),
+        adapted_params=params,
+        bundle_dir=bundle_dir,
+        config_path=config.path,
+        link=link_info,
+        adaptation=dict(meta["adaptation"]),
+        seed=seed,
+    )
+    log.info("adaptation on %s: return %.3f -> %.3f", config.robot.name, pre, report.post_adaptation_return)
+    if out_dir is not None:
+        write_report(report, out_dir, dataclasses.asdict(config))
+    return report
+
+
+class _EpisodeRunner:
+    """Runs episodes on one link and records each one."""
+
+    def __init__(self, link: RobotLink, bundle: Bundle, steps: int, log_level: int):
+        self.link, self.bundle, self.steps, self.log_level = link, bundle, steps, log_level
+        self.records: list[EpisodeRecord] = []
+
+    def run(self, kind: str, params: np.ndarray, seed: int, step: int, rnd: int = -1, query: int = -1) -> float:
+        ret, length = run_episode(self.link, self.bundle, params, seed, self.steps)
+        self.records.append(EpisodeRecord(len(self.records), kind, step, rnd, query, seed, ret, length))
+        log.log(self.log_level, "episode %d (%s, step %d): return %.3f", len(self.records) - 1, kind, step, ret)
+        return ret
+
+
+def _adapt(
+    operator: AdaptationOperator,
+    runner: _EpisodeRunner,
+    params: np.ndarray,
+    op_seed: int,
+    query_seeds: Iterator[int],
+    step: int,
+) -> np.ndarray:
+    """One run of ``operator`` from ``params``; every vector it asks for is one robot episode. New params."""
+    state = operator.start(params, op_seed)
+    for rnd, n in enumerate(operator.schedule()):
+        candidates = operator.ask(state)
+        if len(candidates) != n:
+            raise RuntimeError(f"operator asked for {len(candidates)} queries in round {rnd}; its schedule says {n}")
+        returns = [runner.run("query", c, next(query_seeds), step, rnd, q) for q, c in enumerate(candidates)]
+        state = operator.tell(state, np.asarray(returns))
+    return np.asarray(state.params, dtype=np.float64)

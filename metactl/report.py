@@ -1,0 +1,33 @@
+"""Plain-text summary tables and summary.json, printed at the end of every command."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+
+def format_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A boxed, column-aligned table; floats get 2 decimals."""
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
+    out = [title, line, "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths, strict=True)) + " |", line]
+    out += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    out.append(line)
+    return "\n".join(out)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def write_summary(out_dir: str, summary: dict[str, Any]) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "summary.json")
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=2)
+    return path

@@ -1,0 +1,46 @@
+"""Shared fixtures: the repository root, tiny training settings and one finished tiny run shared by read-only tests."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_ADAPTATION: dict[str, Any] = {"name": "hill_climb", "queries": 4, "sigma": 1.0, "mode": "average"}
+"""Pinned (not the preset's) so tests do not change when presets are tuned: schedule (1, 1, 1, 1, 1), i.e. 5 adaptation
+episodes + 1 evaluation episode = 6 episodes per task."""
+
+TINY_RUN: dict[str, Any] = {
+    "iterations": 3,
+    "directions": 2,
+    "tasks_per_iteration": 1,
+    "eval_every": 1,
+    "eval_repeats": 1,
+    "adaptation": TINY_ADAPTATION,
+}
+"""A four_corners run of 3 iterations x 4 perturbations x 1 task x 6 episodes = 72 episodes: well under a second."""
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> str:
+    """Working directory for subprocesses that ``import train`` / ``import sim``."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_run() -> dict[str, Any]:
+    """Keyword overrides for ``train.config_for('four_corners', ...)`` giving a tiny run."""
+    return dict(TINY_RUN)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Output directory of one finished tiny four_corners run (seed 0). Tests must not modify it."""
+    import train
+
+    out = str(tmp_path_factory.mktemp("tiny_run"))
+    train.train(train.config_for("four_corners", **TINY_RUN), out, progress=False)
+    return out

@@ -1,0 +1,90 @@
+"""Session fixtures: tiny trained policies (real training, ~1 s each) and their exported bundles."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import train
+from deploy.export import export_bundle
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG_DIR = os.path.join(REPO, "hardware_configs")
+
+HILL_CLIMB = {"name": "hill_climb", "queries": 10, "sigma": 0.2, "mode": "batch", "batch_size": 5}
+ES_GRAD = {"name": "es_grad", "queries": 2, "sigma": 0.1, "step_size": 0.05}
+TINY_FOUR_CORNERS: dict[str, Any] = {
+    "iterations": 2,
+    "directions": 2,
+    "tasks_per_iteration": 1,
+    "eval_every": 1,
+    "eval_repeats": 1,
+}
+TINY_CHEETAH: dict[str, Any] = {
+    "iterations": 1,
+    "directions": 1,
+    "tasks_per_iteration": 1,
+    "eval_every": 1,
+    "eval_repeats": 1,
+    "horizon": 20,
+}
+
+
+def _train(tmp_factory: pytest.TempPathFactory, name: str, family: str, **overrides: Any) -> str:
+    out = str(tmp_factory.mktemp(name))
+    return train.train(train.config_for(family, **overrides), out, progress=False).policy_path
+
+
+@pytest.fixture(scope="session")
+def fc_policy_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """four_corners, linear, batch hill climbing (schedule (1, 5, 5))."""
+    return _train(tmp_path_factory, "fc_policy", "four_corners", **TINY_FOUR_CORNERS, adaptation=HILL_CLIMB)
+
+
+@pytest.fixture(scope="session")
+def fc_bundle(fc_policy_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return export_bundle(fc_policy_path, str(tmp_path_factory.mktemp("fc_bundle")))
+
+
+@pytest.fixture(scope="session")
+def fc_identity_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """four_corners with an ES-gradient operator of step size 0: adaptation is the identity."""
+    policy = _train(
+        tmp_path_factory, "fc_identity", "four_corners", **TINY_FOUR_CORNERS, adaptation={**ES_GRAD, "step_size": 0.0}
+    )
+    return export_bundle(policy, str(tmp_path_factory.mktemp("fc_identity_bundle")))
+
+
+@pytest.fixture(scope="session")
+def hc_linear_policy_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _train(tmp_path_factory, "hc_linear", "halfcheetah_fb", **TINY_CHEETAH, adaptation=ES_GRAD)
+
+
+@pytest.fixture(scope="session")
+def hc_mlp_policy_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _train(
+        tmp_path_factory, "hc_mlp", "halfcheetah_fb", **TINY_CHEETAH, adaptation=ES_GRAD, policy="mlp", hidden=(8,)
+    )
+
+
+@pytest.fixture(scope="session")
+def hc_identity_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """halfcheetah_fb (reset noise, so episode seeds matter) with a step-size-0 ES-gradient operator."""
+    policy = _train(
+        tmp_path_factory, "hc_identity", "halfcheetah_fb", **TINY_CHEETAH, adaptation={**ES_GRAD, "step_size": 0.0}
+    )
+    return export_bundle(policy, str(tmp_path_factory.mktemp("hc_identity_bundle")))
+
+
+@pytest.fixture(scope="session")
+def hc_bundle(hc_linear_policy_path: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return export_bundle(hc_linear_policy_path, str(tmp_path_factory.mktemp("hc_bundle")))
+
+
+@pytest.fixture(scope="session")
+def shipped_config() -> Callable[[str], str]:
+    """Path of the shipped hardware config of a family's simulated robot."""
+    return lambda family: os.path.join(CONFIG_DIR, f"sim_{family}.toml")

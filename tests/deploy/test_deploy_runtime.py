@@ -1,0 +1,147 @@
+"""Online adaptation on the simulated robot: compatibility checks, episode accounting, identity, determinism."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import sim
+from controllers import load_policy, make_operator
+from deploy import Bundle, BundleError, RobotLink, SimRobot, check_compatibility, load_hardware_config, run_online
+
+
+def _compat_error(meta: dict, config) -> str:
+    with pytest.raises(BundleError) as e:
+        check_compatibility(meta, config)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+def test_compatible_pair_passes(fc_bundle: str, shipped_config) -> None:
+    check_compatibility(Bundle.load(fc_bundle).metadata, load_hardware_config(shipped_config("four_corners")))
+
+
+def test_wrong_sizes(fc_bundle: str, shipped_config) -> None:
+    config = load_hardware_config(shipped_config("halfcheetah_fb"))
+    message = _compat_error(Bundle.load(fc_bundle).metadata, config)
+    assert message.startswith("the bundle has 2 observations but") and "lists 17" in message
+    assert "export a bundle trained for this robot" in message
+
+
+def test_swapped_order(hc_bundle: str, shipped_config) -> None:
+    config = load_hardware_config(shipped_config("halfcheetah_fb"))
+    obs = list(config.signals.observations)
+    obs[2], obs[3] = obs[3], obs[2]
+    swapped = dataclasses.replace(config, signals=dataclasses.replace(config.signals, observations=tuple(obs)))
+    message = _compat_error(Bundle.load(hc_bundle).metadata, swapped)
+    assert f"observation 2 is 'pos:bthigh' in the bundle but 'pos:bshin' in {config.path}" in message
+    assert "same names, different order" in message
+    acts = list(config.signals.actions)[::-1]
+    reversed_acts = dataclasses.replace(config, signals=dataclasses.replace(config.signals, actions=tuple(acts)))
+    message = _compat_error(Bundle.load(hc_bundle).metadata, reversed_acts)
+    assert "action 0 is 'bthigh' in the bundle but 'ffoot'" in message
+
+
+def test_wrong_period(fc_bundle: str, shipped_config) -> None:
+    config = load_hardware_config(shipped_config("four_corners"))
+    slow = dataclasses.replace(config, control=dataclasses.replace(config.control, period_s=0.1 * (1 + 1e-6)))
+    assert "control period 0.1 s" in _compat_error(Bundle.load(fc_bundle).metadata, slow)
+    close = dataclasses.replace(config, control=dataclasses.replace(config.control, period_s=0.1 * (1 + 1e-12)))
+    check_compatibility(Bundle.load(fc_bundle).metadata, close)  # within rel tol 1e-9
+
+
+def test_sim_robot_is_a_robot_link() -> None:
+    assert isinstance(SimRobot("four_corners"), RobotLink)
+
+
+def test_run_online_report_and_files(fc_bundle: str, shipped_config, tmp_path) -> None:
+    out = str(tmp_path / "online")
+    report = run_online(fc_bundle, shipped_config("four_corners"), adaptation_steps=2, seed=5, out_dir=out)
+    schedule = make_operator(Bundle.load(fc_bundle).metadata["adaptation"]).schedule()
+    assert schedule == (1, 5, 5)  # batch hill climbing: baseline, then 2 batches of 5
+    assert len(report.episodes) == 1 + 2 * (sum(schedule) + 1)  # 25
+    kinds = [e.kind for e in report.episodes]
+    assert kinds == ["pre"] + (["query"] * 11 + ["post"]) * 2
+    assert all(e.length == 100 for e in report.episodes)  # four_corners never terminates; horizon 100
+    assert report.pre_adaptation_return == report.episodes[0].episode_return
+    assert list(report.post_adaptation_returns) == [e.episode_return for e in report.episodes if e.kind == "post"]
+    assert report.adapted_params.shape == Bundle.load(fc_bundle).params.shape
+
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["pre_adaptation_return"] == report.pre_adaptation_return
+    assert summary["post_adaptation_return"] == report.post_adaptation_returns[-1]
+    assert summary["post_adaptation_returns"] == list(report.post_adaptation_returns)
+    assert summary["episodes"] == 25 and summary["bundle"] == fc_bundle
+    assert summary["config"] == shipped_config("four_corners")
+    assert summary["task"] == {"type": "GoalTask", "goal": [2.0, 2.0], "distractors": []}
+    rows = list(csv.DictReader(open(os.path.join(out, "episodes.csv"))))
+    assert len(rows) == 25 and rows[0]["kind"] == "pre"
+    assert float(rows[0]["episode_return"]) == report.pre_adaptation_return
+    np.testing.assert_array_equal(np.load(os.path.join(out, "adapted_params.npy")), report.adapted_params)
+    assert os.path.getsize(os.path.join(out, "adaptation.png")) > 1000
+
+
+def test_pre_adaptation_episode_matches_sim_rollout(fc_policy_path: str, fc_bundle: str, shipped_config) -> None:
+    """The robot loop accounts rewards like ``sim.rollout`` (float32 graph vs float64 numpy: tiny drift only)."""
+    policy, _ = load_policy(fc_policy_path)
+    family = sim.make_family("four_corners")
+    expected = sim.rollout(family.make_batch([family.test_tasks()[2]]), policy.act_batch, [0], 100).returns[0]
+    report = run_online(fc_bundle, shipped_config("four_corners"), task=2, seed=0)
+    assert report.pre_adaptation_return == pytest.approx(expected, rel=1e-5)
+    assert report.link["task"] == {"type": "GoalTask", "goal": [-2.0, -2.0], "distractors": []}
+
+
+def test_zero_step_size_is_identity(fc_identity_bundle: str, shipped_config) -> None:
+    report = run_online(fc_identity_bundle, shipped_config("four_corners"), adaptation_steps=2, seed=1)
+    assert len(report.episodes) == 1 + 2 * (3 + 1)  # es_grad, 2 queries + baseline per step
+    assert report.post_adaptation_returns == (report.pre_adaptation_return,) * 2
+    np.testing.assert_array_equal(report.adapted_params, Bundle.load(fc_identity_bundle).params)
+
+
+def test_identity_and_seeds_with_reset_noise(hc_identity_bundle: str, shipped_config) -> None:
+    """HalfCheetah has initial-state noise: pre and post share a seed, queries each get their own."""
+    report = run_online(hc_identity_bundle, shipped_config("halfcheetah_fb"), adaptation_steps=2, seed=3)
+    assert all(e.length == 20 for e in report.episodes)  # episode_steps defaults to the bundle horizon
+    evals = [e for e in report.episodes if e.kind != "query"]
+    queries = [e for e in report.episodes if e.kind == "query"]
+    assert len({e.seed for e in evals}) == 1
+    assert len({e.seed for e in queries}) == len(queries) and evals[0].seed not in {e.seed for e in queries}
+    assert report.post_adaptation_returns == (report.pre_adaptation_return,) * 2
+    # The baseline query (round 0, query 0) runs the same params as pre but on another seed: a different return.
+    assert queries[0].episode_return != report.pre_adaptation_return
+
+
+def test_same_seed_same_report(hc_bundle: str, shipped_config) -> None:
+    config = load_hardware_config(shipped_config("halfcheetah_fb"))
+    a = run_online(hc_bundle, config, task=1, adaptation_steps=1, seed=7)
+    b = run_online(hc_bundle, config, task=1, adaptation_steps=1, seed=7)
+    c = run_online(hc_bundle, config, task=1, adaptation_steps=1, seed=8)
+    assert a.summary() == b.summary() and a.episodes == b.episodes
+    np.testing.assert_array_equal(a.adapted_params, b.adapted_params)
+    assert a.episodes != c.episodes
+
+
+def test_bad_arguments(fc_bundle: str, shipped_config) -> None:
+    with pytest.raises(ValueError, match="adaptation_steps must be a positive integer"):
+        run_online(fc_bundle, shipped_config("four_corners"), adaptation_steps=0)
+    with pytest.raises(BundleError, match="the bundle has 2 observations"):
+        run_online(fc_bundle, shipped_config("ant_fb"))
+
+
+def test_plot_is_skipped_without_matplotlib(
+    fc_identity_bundle: str, shipped_config, tmp_path, monkeypatch, caplog
+) -> None:
+    """matplotlib is not a robot dependency: without it the run still writes everything but the plot."""
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes `import matplotlib.figure` fail
+    out = str(tmp_path / "no_plot")
+    with caplog.at_level(logging.WARNING, logger="deploy.report"):
+        run_online(fc_identity_bundle, shipped_config("four_corners"), out_dir=out)
+    assert sorted(os.listdir(out)) == ["adapted_params.npy", "episodes.csv", "summary.json"]
+    assert "matplotlib is not installed" in caplog.text
