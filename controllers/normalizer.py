@@ -59,4 +59,5 @@ class RunningNormalizer:
         if self.count < 2:
             return NormalizerSnapshot(self.mean.copy(), np.ones_like(self.mean))
         std = np.sqrt(self.m2 / self.count)
-        return NormalizerSnapshot(self.mean.copy(), np.where(std < MIN_STD, 1.0, std))
+        # Relative floor: sum-of-squares merging leaves ~1e-8 relative noise on constant dimensions.
+        return NormalizerSnapshot(self.mean.copy(), np.where(std < MIN_STD * (1 + np.abs(self.mean)), 1.0, std))

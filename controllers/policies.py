@@ -87,7 +87,9 @@ class PolicySpec:
             x = x @ w + b if w.ndim == 2 else np.einsum("ni,nio->no", x, w) + b
             x = np.tanh(x)
         low, high = np.asarray(self.action_low), np.asarray(self.action_high)
-        return np.clip(low + 0.5 * (x + 1.0) * (high - low), low, high)
+        action = low + 0.5 * (x + 1.0) * (high - low)
+        action = np.where(np.isfinite(action), action, 0.5 * (low + high))  # NaN in -> mid-range, never NaN out
+        return np.clip(action, low, high)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

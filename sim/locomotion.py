@@ -173,10 +173,12 @@ class _ForwardBackward(LocomotionFamily):
         return float(task.direction)  # type: ignore[attr-defined]
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
-        return [
-            DirectionTask(direction=float(rng.choice([-1.0, 1.0])), mass_scale=float(rng.uniform(0.8, 1.2)))
-            for _ in range(n)
-        ]
+        """Directions are stratified (as many forward as backward, in random order) to cut variance."""
+        directions = np.resize([1.0, -1.0], n)
+        if n % 2:
+            directions[-1] = rng.choice([-1.0, 1.0])
+        directions = rng.permutation(directions)
+        return [DirectionTask(direction=float(d), mass_scale=float(rng.uniform(0.8, 1.2))) for d in directions]
 
     def test_tasks(self) -> list[Task]:
         return [

@@ -32,8 +32,8 @@ def repo_root() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_run() -> dict[str, Any]:
-    """Keyword overrides for ``train.config_for('four_corners', ...)`` giving a tiny run."""
-    return dict(TINY_RUN)
+    """Keyword overrides for ``train.config_for('four_corners', ...)`` giving a tiny run (a fresh copy per call)."""
+    return {**TINY_RUN, "adaptation": dict(TINY_ADAPTATION)}
 
 
 @pytest.fixture(scope="session")

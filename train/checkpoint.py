@@ -44,6 +44,8 @@ def save_checkpoint(directory: str, state: ESState, keep: int = 3) -> str:
         elapsed_s=state.elapsed_s,
     )
     os.replace(tmp, path)
+    for old in glob.glob(os.path.join(directory, "ckpt_*.tmp.npz")):
+        os.remove(old)  # left behind by a run killed mid-write
     for old in sorted(glob.glob(os.path.join(directory, "ckpt_*.npz")))[:-keep]:
         os.remove(old)
     return path

@@ -67,16 +67,24 @@ class TrainConfig:
             raise ConfigError(f"policy: must be 'linear' or 'mlp', got {self.policy!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer: must be 'adam' or 'sgd', got {self.optimizer!r}")
-        for name in ("iterations", "directions", "tasks_per_iteration", "eval_every", "eval_repeats"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name}: must be a positive integer, got {getattr(self, name)!r}")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint_every: must be >= 1, got {self.checkpoint_every}")
-        if self.horizon < 0:
+        for name in (
+            "iterations",
+            "directions",
+            "tasks_per_iteration",
+            "eval_every",
+            "eval_repeats",
+            "checkpoint_every",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        if not isinstance(self.horizon, int) or self.horizon < 0:
             raise ConfigError(f"horizon: must be >= 0 (0 = family default), got {self.horizon}")
         for name in ("sigma", "learning_rate"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden: layer sizes must be positive, got {list(self.hidden)}")
         if self.policy == "mlp" and not self.hidden:
             raise ConfigError("hidden: an 'mlp' policy needs at least one hidden layer size, e.g. --hidden 32 32")
         try:
@@ -126,9 +134,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "adaptation": {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "average"},
     },
     "halfcheetah_fb": {
-        "iterations": 80,
+        "iterations": 50,
         "directions": 12,
-        "tasks_per_iteration": 2,
+        "tasks_per_iteration": 4,
         "adaptation": {"name": "es_grad", "queries": 8, "sigma": 0.1, "step_size": 0.05},
     },
     "halfcheetah_vel": {

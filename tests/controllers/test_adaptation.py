@@ -48,8 +48,9 @@ def test_es_gradient_first_query_is_the_baseline_and_noise_is_seeded() -> None:
     np.testing.assert_array_equal(asked[0], params)
     np.testing.assert_array_equal(op.ask(op.start(params, seed=42)), asked)
     assert not np.array_equal(op.ask(op.start(params, seed=43)), asked)
-    # Perturbations are sigma * N(0, 1): their spread is ~0.3 (30 draws, 4 standard errors ~ 0.09).
-    assert np.std(asked[1:] - params) == pytest.approx(0.3, abs=0.09)
+    # Perturbations are sigma * N(0, 1): the sample std of 5 x 6 = 30 draws is 0.3 within 4 standard errors,
+    # 4 * 0.3 / sqrt(2 * 30) = 0.155.
+    assert np.std(asked[1:] - params) == pytest.approx(0.3, abs=0.155)
     # The start state copies the caller's vector.
     params[0] = 99.0
     assert state.params[0] == 0.0
@@ -63,8 +64,9 @@ def test_es_gradient_step_improves_a_smooth_concave_objective() -> None:
     start = np.zeros(DIM)
     # Fixed seed: one step goes uphill.
     assert f(run(op, start, seed=0, f=f)[-1].params)[0] > f(start)[0]
-    # Over 20 seeds at least 18 (90%) improve; the z-scored ES estimate with 20 queries points uphill almost surely
-    # on this quadratic (|grad| is ~2|theta*| ~ 5, far above the sigma-smoothing bias of 0).
+    # Over 20 seeds at least 18 (90%) improve. Gaussian smoothing leaves the gradient of a quadratic unbiased
+    # (2 theta* at 0) and sigma = 0.1 is small next to |theta*| = 0.93; measured: all 20 seeds improve f from
+    # f(0) = -|theta*|^2 = -0.87 by 0.46-0.75.
     improved = [f(run(op, start, seed=s, f=f)[-1].params)[0] > f(start)[0] for s in range(20)]
     assert sum(improved) >= 18
 
@@ -119,7 +121,8 @@ def test_hill_climb_is_monotone_and_accepts_only_strict_improvements(mode: str) 
             assert after.best_return == f(after.params)[0]
         else:
             assert after.best_return == before.best_return
-    # Sigma 0.5 around a point ~2.4 from the optimum: some proposals are better and get accepted.
+    # Sigma 0.5 around a point 1.98 from the optimum: some proposals are better and get accepted
+    # (measured: 9 of 40 rounds in average mode, 6 of 10 in batch mode).
     assert accepted >= 1
     assert f(states[-1].params)[0] > f(np.zeros(DIM))[0]
 

@@ -64,11 +64,6 @@ def test_constant_dimensions_get_unit_std(value: float) -> None:
     assert abs(snap.normalize(x[:5])[:, 1]).max() < 1e-9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG controllers/normalizer.py: m2 comes from sum_sq - n*mean^2, whose rounding error (~|mean|*1e-8 in "
-    "std) exceeds the absolute MIN_STD = 1e-6 for constants of magnitude >~ 100, so the dim gets std ~3e-6, not 1",
-)
 def test_constant_dimension_of_large_magnitude_gets_unit_std() -> None:
     x = np.full((1000, 1), 123.456)
     assert merged(x, []).snapshot().std[0] == 1.0

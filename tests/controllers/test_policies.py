@@ -72,11 +72,6 @@ def test_actions_stay_within_bounds_for_huge_obs_and_params(kind: str, hidden: t
     assert (actions <= np.array(HIGH)).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG controllers/policies.py forward: an inf - inf pre-activation gives tanh(nan) = nan, "
-    "and np.clip passes nan through, so the action leaves [low, high]",
-)
 def test_actions_stay_finite_when_the_pre_activation_overflows() -> None:
     s = PolicySpec("linear", 2, 1, (-1.0,), (1.0,))
     # 1e200 * 1e200 overflows to +inf and 1e200 * -1e200 to -inf; their sum is nan.
@@ -99,7 +94,8 @@ def test_mlp_init_is_seeded_scaled_gaussian_weights_and_zero_biases() -> None:
     np.testing.assert_array_equal(a, b)
     (w1, b1), (w2, b2) = s.unflatten(a)
     assert not b1.any() and not b2.any()
-    # Weights ~ N(0, 1/fan_in): the sample std of 5 * 64 draws is within ~10% of 1/sqrt(5) (4 standard errors).
+    # Weights ~ N(0, 1/fan_in). A sample std of n draws has relative standard error 1/sqrt(2n): 4% for the 5 * 64
+    # first-layer weights, 5% for the 64 * 3 second-layer ones; allow 4 standard errors.
     assert w1.std() == pytest.approx(1 / np.sqrt(5), rel=0.16)
     assert w2.std() == pytest.approx(1 / np.sqrt(64), rel=0.2)
 

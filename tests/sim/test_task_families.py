@@ -81,6 +81,22 @@ def test_locomotion_training_tasks_follow_the_documented_distribution(name: str)
         assert {t.direction for t in tasks} == {-1.0, 1.0}
 
 
+@pytest.mark.parametrize("name", ["halfcheetah_fb", "ant_fb"])
+def test_forward_backward_draws_are_balanced_for_even_counts(name: str) -> None:
+    family = sim.make_family(name)
+    for seed in range(10):
+        tasks = family.sample_tasks(np.random.default_rng(seed), 6)
+        assert sum(t.direction for t in tasks) == 0.0  # stratified: 3 forward, 3 backward
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_forward_backward_draws_both_directions_for_odd_counts(n: int) -> None:
+    family = sim.make_family("halfcheetah_fb")
+    # 40 independent draws: with a fair extra task, the sum is never +1 in all of them (probability 2^-40).
+    sums = {sum(t.direction for t in family.sample_tasks(np.random.default_rng(seed), n)) for seed in range(40)}
+    assert sums == {1.0, -1.0}
+
+
 def test_unknown_family_raises_task_error_listing_the_known_names() -> None:
     with pytest.raises(sim.TaskError) as err:
         sim.make_family("pong")
