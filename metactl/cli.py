@@ -178,6 +178,12 @@ def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from metactl.bench import bench_env
+
+    return bench_env(args.out, steps=args.steps)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="metactl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -229,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    b = sub.add_parser("bench", help="benchmarks (separate from tests): 'env' times the simulation step")
+    b.add_argument("what", choices=("env",))
+    b.add_argument("--out", default="runs/bench_env")
+    b.add_argument("--steps", type=int, default=20_000)
+    b.set_defaults(func=cmd_bench)
 
     f = sub.add_parser("families", help="list the task families and their held-out test tasks")
     f.set_defaults(func=cmd_families)
