@@ -26,7 +26,7 @@ class UserError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message} (see '{self.prog} --help')")
+        raise UserError(f"{message} (see '{self.prog} --help')")
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:

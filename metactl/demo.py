@@ -37,6 +37,7 @@ def run_demo(
     from deploy.export import export_bundle
 
     t0 = time.perf_counter()
+    _test_tasks(family)  # an unknown family fails here, naming the known ones
     config_path = os.path.join(HARDWARE_CONFIGS, f"sim_{family}.toml")
     hw = deploy.load_hardware_config(config_path)
     overrides = QUICK_BUDGET if quick else DEMO_BUDGET.get(family, {})
