@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
-    result = train.train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train.train(config, args.out, resume=args.resume, progress=not args.no_progress, workers=args.workers)
     s = result.summary
     print(
         format_table(
@@ -161,7 +161,14 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from metactl.demo import run_demo
 
-    return run_demo(args.out, family=args.family, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+    return run_demo(
+        args.out,
+        family=args.family,
+        seed=args.seed,
+        quick=args.quick,
+        progress=not args.no_progress,
+        workers=args.workers,
+    )
 
 
 def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +189,16 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     from metactl.bench import bench_env
 
     return bench_env(args.out, steps=args.steps)
+
+
+WORKERS_HELP = "rollout processes (default: one per core); changes speed, never results"
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int)
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=_workers, help=WORKERS_HELP)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -233,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--family", default="four_corners")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
+    d.add_argument("--workers", type=_workers, help=WORKERS_HELP)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 

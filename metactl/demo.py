@@ -30,7 +30,12 @@ QUICK_BUDGET = {"iterations": 2, "directions": 2, "tasks_per_iteration": 1, "eva
 
 
 def run_demo(
-    out_dir: str, family: str = "four_corners", seed: int = 0, quick: bool = False, progress: bool = True
+    out_dir: str,
+    family: str = "four_corners",
+    seed: int = 0,
+    quick: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     import deploy
     import train
@@ -45,7 +50,7 @@ def run_demo(
     for label, meta in (("es_maml", True), ("baseline", False)):
         run_dir = os.path.join(out_dir, f"train_{label}")
         cfg = train.config_for(family, meta=meta, seed=seed, **overrides)
-        trained = train.train(cfg, run_dir, progress=progress)
+        trained = train.train(cfg, run_dir, progress=progress, workers=workers)
         bundle = export_bundle(trained.policy_path, os.path.join(out_dir, f"bundle_{label}"))
         n_tasks, repeats = len(_test_tasks(family)), 1 if quick else REPEATS.get(family, 2)
         reports = [
@@ -158,8 +163,8 @@ def _plot(results: dict[str, dict[str, Any]], path: str, family: str) -> None:
     ax.set_xticks(x, [f"task {i}" for i in range(n)] + ["mean"])
     ax.set_ylabel("episode return")
     ax.set_title(f"{family}: held-out return before/after online adaptation")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=4)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -15,15 +15,20 @@ BatchPolicy = Callable[[np.ndarray], np.ndarray]
 
 @dataclasses.dataclass
 class RolloutResult:
-    """Episode returns and lengths [N]; observation sums over every step the policy saw
-    (alive instances only), for running normalizers; ``observations`` [T, N, obs_dim] if recorded."""
+    """Episode returns and lengths [N]; per-instance sums of the observations the policy saw while
+    alive, ``obs_sum`` and ``obs_sumsq`` [N, obs_dim], for running normalizers (kept per instance so
+    that totals do not depend on how instances were batched); ``observations`` [T, N, obs_dim] if recorded."""
 
     returns: np.ndarray
     lengths: np.ndarray
-    obs_count: int
     obs_sum: np.ndarray
     obs_sumsq: np.ndarray
     observations: np.ndarray | None = None
+
+    @property
+    def obs_count(self) -> int:
+        """Observations seen in all instances: one per step alive."""
+        return int(self.lengths.sum())
 
 
 def rollout(
@@ -37,15 +42,13 @@ def rollout(
     returns = np.zeros(n)
     lengths = np.zeros(n, dtype=np.int64)
     alive = np.ones(n, dtype=bool)
-    obs_sum = np.zeros(sim.obs_dim)
-    obs_sumsq = np.zeros(sim.obs_dim)
-    count = 0
+    obs_sum = np.zeros((n, sim.obs_dim))
+    obs_sumsq = np.zeros((n, sim.obs_dim))
     recorded = np.zeros((horizon, n, sim.obs_dim)) if record else None
     for t in range(horizon):
-        seen = obs if alive.all() else obs[alive]
-        obs_sum += seen.sum(axis=0)
-        obs_sumsq += np.einsum("ij,ij->j", seen, seen)
-        count += len(seen)
+        seen = obs if alive.all() else np.where(alive[:, None], obs, 0.0)
+        obs_sum += seen
+        obs_sumsq += seen * seen
         if recorded is not None:
             recorded[t] = obs
         obs, reward, terminated = sim.step(policy(obs))
@@ -56,4 +59,4 @@ def rollout(
             if recorded is not None:
                 recorded = recorded[: t + 1]
             break
-    return RolloutResult(returns, lengths, count, obs_sum, obs_sumsq, recorded)
+    return RolloutResult(returns, lengths, obs_sum, obs_sumsq, recorded)

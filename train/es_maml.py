@@ -32,6 +32,7 @@ from train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_c
 from train.config import ConfigError, TrainConfig
 from train.lockstep import Evaluator
 from train.run_log import RunLog, plot_learning_curve
+from train.workers import Backend, InProcess, make_backend
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,12 @@ def episodes_per_task(operator: AdaptationOperator) -> int:
 
 
 def es_iteration(
-    state: ESState, config: TrainConfig, family: TaskFamily, spec: PolicySpec, operator: AdaptationOperator
+    state: ESState,
+    config: TrainConfig,
+    family: TaskFamily,
+    spec: PolicySpec,
+    operator: AdaptationOperator,
+    backend: Backend | None = None,
 ) -> tuple[ESState, float]:
     """One outer ES-MAML step; returns the new state and the mean objective of the perturbations."""
     rng = np.random.default_rng([config.seed, state.iteration + 1])
@@ -82,7 +88,7 @@ def es_iteration(
     thetas = np.concatenate([state.params + config.sigma * eps, state.params - config.sigma * eps])
 
     norm = state.normalizer.snapshot() if config.normalize_obs else None
-    ev = Evaluator(family, spec, norm or _identity(spec), config.horizon or family.horizon)
+    ev = Evaluator(family, spec, norm or _identity(spec), config.horizon or family.horizon, backend or InProcess())
     rows = np.repeat(thetas, n_tasks, axis=0)
     row_tasks, row_seeds = tasks * len(thetas), task_seeds * len(thetas)
     if config.meta:
@@ -124,7 +130,11 @@ def _identity(spec: PolicySpec) -> NormalizerSnapshot:
 
 
 def heldout_returns(
-    config: TrainConfig, family: TaskFamily, policy: Policy, operator: AdaptationOperator
+    config: TrainConfig,
+    family: TaskFamily,
+    policy: Policy,
+    operator: AdaptationOperator,
+    backend: Backend | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return before and after adaptation on each held-out test task [T], mean over repeats.
 
@@ -133,7 +143,7 @@ def heldout_returns(
     test = family.test_tasks()
     tasks = test * config.eval_repeats
     seeds = np.random.default_rng([config.seed, EVAL_SEED_KEY]).integers(0, 2**31 - 1, len(tasks)).tolist()
-    ev = Evaluator(family, policy.spec, policy.normalizer, config.horizon or family.horizon)
+    ev = Evaluator(family, policy.spec, policy.normalizer, config.horizon or family.horizon, backend or InProcess())
     rows = np.tile(policy.params, (len(tasks), 1))
     pre = ev.evaluate(rows, tasks, seeds)
     post = ev.evaluate(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
@@ -169,8 +179,13 @@ def _prepare_out_dir(config: TrainConfig, out_dir: str, resume: bool) -> ESState
     return None
 
 
-def train(config: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Run ES-MAML (or the baseline) for ``config.iterations``; checkpoints allow exact resume."""
+def train(
+    config: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True, workers: int | None = 1
+) -> TrainResult:
+    """Run ES-MAML (or the baseline) for ``config.iterations``; checkpoints allow exact resume.
+
+    ``workers`` rollout processes (``None``: one per core) change the speed, never the result.
+    """
     family = make_family(config.family)
     spec = policy_spec(config, family)
     operator = config.operator()
@@ -182,10 +197,11 @@ def train(config: TrainConfig, out_dir: str, resume: bool = False, progress: boo
 
     label = "ES-MAML" if config.meta else "baseline"
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"{label} {config.family}", disable=not progress)
+    backend = make_backend(workers)
     try:
         while state.iteration < config.iterations:
             t0 = time.perf_counter()
-            state, objective = es_iteration(state, config, family, spec, operator)
+            state, objective = es_iteration(state, config, family, spec, operator, backend)
             state.elapsed_s += time.perf_counter() - t0
             row: dict[str, Any] = {
                 "iteration": state.iteration,
@@ -195,18 +211,19 @@ def train(config: TrainConfig, out_dir: str, resume: bool = False, progress: boo
                 "train_objective": objective,
             }
             if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
-                pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator)
+                pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator, backend)
                 row.update(heldout_pre=float(pre.mean()), heldout_post=float(post.mean()))
             run_log.write(row)
             if state.iteration % config.checkpoint_every == 0 or state.iteration == config.iterations:
                 save_checkpoint(ckpt_dir, state)
             bar.update(1)
             bar.set_postfix(objective=f"{objective:.1f}")
+        if np.isnan(pre).all():  # resumed a finished run: evaluate once more
+            pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator, backend)
     finally:
         bar.close()
         run_log.close()
-    if np.isnan(pre).all():  # resumed a finished run: evaluate once more
-        pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator)
+        backend.close()
     return _finish(config, out_dir, state, spec, family, pre, post)
 
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from controllers import AdaptationOperator, NormalizerSnapshot, PolicySpec
-from sim import Task, TaskFamily, rollout
+from sim import Task, TaskFamily
+from train.workers import Backend, InProcess, RolloutJob, chunk_bounds
 
 EVAL_ROUND = 10_000
 """Round index used to derive the seed of the evaluation episode after adaptation."""
@@ -46,6 +47,7 @@ class Evaluator:
     spec: PolicySpec
     normalizer: NormalizerSnapshot
     horizon: int
+    backend: Backend = dataclasses.field(default_factory=InProcess)
 
     def __post_init__(self) -> None:
         self.stats = ObsStats(0, np.zeros(self.spec.obs_dim), np.zeros(self.spec.obs_dim))
@@ -54,13 +56,31 @@ class Evaluator:
 
     def returns(self, params: np.ndarray, tasks: Sequence[Task], seeds: Sequence[int]) -> np.ndarray:
         """One episode per row: ``params`` [M, P], ``tasks`` [M], ``seeds`` [M] -> returns [M]."""
-        sim = self.family.make_batch(tasks)
-        norm, forward = self.normalizer, self.spec.forward
-        result = rollout(sim, lambda obs: forward(params, norm.normalize(obs)), seeds, self.horizon)
-        self.stats.add(result.obs_count, result.obs_sum, result.obs_sumsq)
+        spec, norm = self.spec, self.normalizer
+        jobs = [
+            RolloutJob(
+                self.family.name,
+                spec,
+                norm.mean,
+                norm.std,
+                self.horizon,
+                params[a:b],
+                tuple(tasks[a:b]),
+                tuple(int(s) for s in seeds[a:b]),
+            )
+            for a, b in chunk_bounds(len(tasks), self.backend.workers)
+        ]
+        results = self.backend.map(jobs)
+        lengths = np.concatenate([r.lengths for r in results])
+        # Sum per-episode rows in row order: the total is the same however rows were chunked.
+        self.stats.add(
+            int(lengths.sum()),
+            np.concatenate([r.obs_sum for r in results]).sum(axis=0),
+            np.concatenate([r.obs_sumsq for r in results]).sum(axis=0),
+        )
         self.episodes += len(tasks)
-        self.env_steps += int(result.lengths.sum())
-        return result.returns
+        self.env_steps += int(lengths.sum())
+        return np.concatenate([r.returns for r in results])
 
     def adapt(
         self, operator: AdaptationOperator, params: np.ndarray, tasks: Sequence[Task], task_seeds: Sequence[int]

@@ -79,8 +79,8 @@ def test_observation_sums_cover_exactly_the_steps_each_instance_was_alive() -> N
     result = sim.rollout(ant.make_batch(tasks), bang_bang(8), seeds, ant.horizon, record=True)
     assert result.obs_count == result.lengths.sum()
     seen = np.concatenate([result.observations[: result.lengths[i], i] for i in range(2)])
-    np.testing.assert_allclose(result.obs_sum, seen.sum(axis=0), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(result.obs_sumsq, (seen**2).sum(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result.obs_sum.sum(axis=0), seen.sum(axis=0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result.obs_sumsq.sum(axis=0), (seen**2).sum(axis=0), rtol=1e-12, atol=1e-12)
     assert result.observations.shape == (result.lengths.max(), 2, ant.obs_dim)
 
 
