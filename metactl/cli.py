@@ -141,18 +141,17 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.no_progress,
     )
     summary = report.summary()
+    pre = summary["pre_adaptation_return"]
+    rows = [("before adaptation", 0, pre, 0.0)]
+    rows += [
+        (f"after adaptation step {k}", sum(e.kind == "query" and e.step <= k for e in report.episodes), ret, ret - pre)
+        for k, ret in enumerate(summary["post_adaptation_returns"], start=1)
+    ]
     print(
         format_table(
-            f"metactl run: {config.robot_name} ({summary['episodes']} robot episodes)",
-            ("task", "before adaptation", "after adaptation", "gain"),
-            [
-                (
-                    str(summary["task"]),
-                    summary["pre_adaptation_return"],
-                    summary["post_adaptation_return"],
-                    summary["post_adaptation_return"] - summary["pre_adaptation_return"],
-                )
-            ],
+            f"metactl run: {config.robot_name}, task {summary['task']}, {summary['episodes']} robot episodes",
+            ("policy", "query episodes so far", "return", "gain"),
+            rows,
         )
     )
     return summary
