@@ -27,6 +27,7 @@ class TaskFamilyEnv(gymnasium.Env):
         self.action_space = gymnasium.spaces.Box(
             self.family.action_low.astype(np.float32), self.family.action_high.astype(np.float32), dtype=np.float32
         )
+        self._horizon = self.family.horizon
         self.set_task(task if task is not None else self.family.test_tasks()[0])
         self._t = 0
 
@@ -47,6 +48,6 @@ class TaskFamilyEnv(gymnasium.Env):
         return self._sim.reset([episode_seed])[0], {}
 
     def step(self, action: np.ndarray):  # type: ignore[override]
-        obs, reward, terminated = self._sim.step(np.asarray(action, dtype=np.float64).reshape(1, -1))
+        obs, reward, terminated = self._sim.step(np.asarray(action, dtype=np.float64)[None])
         self._t += 1
-        return obs[0], float(reward[0]), bool(terminated[0]), self._t >= self.family.horizon, {}
+        return obs[0], float(reward[0]), bool(terminated[0]), self._t >= self._horizon, {}

@@ -83,7 +83,12 @@ def signal_names(model: mujoco.MjModel, qpos_skip: int) -> tuple[tuple[str, ...]
 
 
 class MujocoBatch(BatchSim):
-    """One ``MjData`` per task; tasks with the same mass scale share one ``MjModel``."""
+    """One ``MjData`` per task; tasks with the same mass scale share one ``MjModel``.
+
+    The step is the hot path of every rollout: per instance it sets the control, steps the
+    physics and copies qpos/qvel straight into a preallocated observation buffer; the
+    reward is computed once for the whole batch.
+    """
 
     def __init__(self, family: LocomotionFamily, tasks: Sequence[Task]):
         models: dict[float, mujoco.MjModel] = {}
@@ -95,16 +100,19 @@ class MujocoBatch(BatchSim):
             self.models.append(models[scale])
         self.datas = [mujoco.MjData(m) for m in self.models]
         self.family = family
-        self.tasks = list(tasks)
         m0 = self.models[0]
         self.num_envs, self.obs_dim, self.act_dim = len(tasks), family.obs_dim, m0.nu
-        self.qpos = np.zeros((self.num_envs, m0.nq))
-        self.qvel = np.zeros((self.num_envs, m0.nv))
+        self.obs = np.zeros((self.num_envs, self.obs_dim))
+        self.x = np.zeros(self.num_envs)  # root x position [m], for the forward velocity
+        self.n_pos = m0.nq - family.qpos_skip
         self.target = np.array([family.task_target(t) for t in tasks], dtype=np.float64)
-        self.dt = m0.opt.timestep * FRAME_SKIP
+        self.inv_dt = 1.0 / (m0.opt.timestep * FRAME_SKIP)
 
-    def _observe(self) -> np.ndarray:
-        return np.concatenate([self.qpos[:, self.family.qpos_skip :], self.qvel], axis=1)
+    def _gather(self, i: int, d: mujoco.MjData) -> None:
+        qpos = d.qpos
+        self.x[i] = qpos[0]
+        self.obs[i, : self.n_pos] = qpos[self.family.qpos_skip :]
+        self.obs[i, self.n_pos :] = d.qvel
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
@@ -113,23 +121,20 @@ class MujocoBatch(BatchSim):
             d.qpos[:] = m.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=m.nq)
             d.qvel[:] = RESET_NOISE * rng.standard_normal(m.nv)
             mujoco.mj_forward(m, d)
-            self.qpos[i] = d.qpos
-            self.qvel[i] = d.qvel
-        return self._observe()
+            self._gather(i, d)
+        return self.obs.copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        actions = np.clip(actions, self.family.action_low, self.family.action_high)
-        x_before = self.qpos[:, 0].copy()
-        qpos, qvel = self.qpos, self.qvel
-        step = mujoco.mj_step
+        fam = self.family
+        actions = np.minimum(np.maximum(actions, fam.action_low), fam.action_high)
+        x_before = self.x.copy()
+        step, gather = mujoco.mj_step, self._gather
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
             d.ctrl[:] = actions[i]
             step(m, d, nstep=FRAME_SKIP)
-            qpos[i] = d.qpos
-            qvel[i] = d.qvel
-        vx = (qpos[:, 0] - x_before) / self.dt
-        reward, terminated = self.family.reward(vx, actions, qpos, self.target)
-        return self._observe(), reward, terminated
+            gather(i, d)
+        reward, terminated = fam.reward((self.x - x_before) * self.inv_dt, actions, self.obs, self.target)
+        return self.obs.copy(), reward, terminated
 
 
 class LocomotionFamily(TaskFamily):
@@ -161,9 +166,14 @@ class LocomotionFamily(TaskFamily):
         raise NotImplementedError
 
     def reward(
-        self, vx: np.ndarray, actions: np.ndarray, qpos: np.ndarray, target: np.ndarray
+        self, vx: np.ndarray, actions: np.ndarray, obs: np.ndarray, target: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-instance reward [N] and termination [N] from forward velocity ``vx`` [N] (m/s),
+        clipped ``actions`` [N, act_dim], observations [N, obs_dim] and task targets [N]."""
         raise NotImplementedError
+
+    def ctrl_penalty(self, actions: np.ndarray) -> np.ndarray:
+        return self.ctrl_cost * np.einsum("ij,ij->i", actions, actions)
 
 
 class _ForwardBackward(LocomotionFamily):
@@ -195,9 +205,8 @@ class HalfCheetahForwardBackward(_ForwardBackward):
     xml_name = "half_cheetah.xml"
     qpos_skip = 1
 
-    def reward(self, vx, actions, qpos, target):  # type: ignore[no-untyped-def]
-        reward = target * vx - self.ctrl_cost * np.sum(actions**2, axis=1)
-        return reward, np.zeros(len(vx), dtype=bool)
+    def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
+        return target * vx - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
 
 
 class AntForwardBackward(_ForwardBackward):
@@ -207,10 +216,9 @@ class AntForwardBackward(_ForwardBackward):
     qpos_skip = 2
     ctrl_cost = 0.005
 
-    def reward(self, vx, actions, qpos, target):  # type: ignore[no-untyped-def]
-        reward = target * vx - self.ctrl_cost * np.sum(actions**2, axis=1) + 0.05
-        z = qpos[:, 2]
-        return reward, (z < 0.2) | (z > 1.0)
+    def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
+        z = obs[:, 0]  # torso height: the first observation ("pos:root.z")
+        return target * vx - self.ctrl_penalty(actions) + 0.05, (z < 0.2) | (z > 1.0)
 
 
 class HalfCheetahGoalVelocity(LocomotionFamily):
@@ -232,6 +240,5 @@ class HalfCheetahGoalVelocity(LocomotionFamily):
     def test_tasks(self) -> list[Task]:
         return [VelocityTask(velocity=v) for v in (0.25, 0.75, 1.25, 1.75)]
 
-    def reward(self, vx, actions, qpos, target):  # type: ignore[no-untyped-def]
-        reward = -np.abs(vx - target) - self.ctrl_cost * np.sum(actions**2, axis=1)
-        return reward, np.zeros(len(vx), dtype=bool)
+    def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
+        return -np.abs(vx - target) - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)

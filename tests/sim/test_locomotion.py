@@ -44,14 +44,14 @@ def test_forward_backward_reward_flips_sign_with_direction(family: str, ctrl_cos
 def test_reward_functions_by_hand() -> None:
     vx = np.array([2.0, -1.0])
     actions = np.array([[0.5] * 6, [1.0] * 6])  # |a|^2 = 1.5 and 6
-    qpos = np.zeros((2, 9))
+    obs = np.zeros((2, 17))
     fb, vel = sim.make_family("halfcheetah_fb"), sim.make_family("halfcheetah_vel")
     # direction * v_x - 0.05 |a|^2: 1 * 2 - 0.075 and -1 * -1 - 0.3
-    reward, terminated = fb.reward(vx, actions, qpos, np.array([1.0, -1.0]))
+    reward, terminated = fb.reward(vx, actions, obs, np.array([1.0, -1.0]))
     np.testing.assert_allclose(reward, [1.925, 0.7])
     assert not terminated.any()
     # -|v_x - v_goal| - 0.05 |a|^2: -|2 - 1.5| - 0.075 and -|-1 - 0.5| - 0.3
-    reward, terminated = vel.reward(vx, actions, qpos, np.array([1.5, 0.5]))
+    reward, terminated = vel.reward(vx, actions, obs, np.array([1.5, 0.5]))
     np.testing.assert_allclose(reward, [-0.575, -1.8])
     assert not terminated.any()
 
@@ -59,9 +59,9 @@ def test_reward_functions_by_hand() -> None:
 def test_ant_terminates_outside_the_healthy_height_range() -> None:
     ant = sim.make_family("ant_fb")
     z = np.array([0.1, 0.2, 0.5, 1.0, 1.5])
-    qpos = np.zeros((5, 15))
-    qpos[:, 2] = z
-    reward, terminated = ant.reward(np.ones(5), np.zeros((5, 8)), qpos, np.ones(5))
+    obs = np.zeros((5, 27))
+    obs[:, 0] = z  # the torso height is the first observation
+    reward, terminated = ant.reward(np.ones(5), np.zeros((5, 8)), obs, np.ones(5))
     # Healthy range [0.2, 1.0] inclusive, as Gymnasium's Ant; reward = 1 * 1 - 0 + 0.05 alive bonus.
     np.testing.assert_array_equal(terminated, [True, False, False, False, True])
     np.testing.assert_allclose(reward, 1.05)
@@ -82,7 +82,7 @@ def test_ant_dropped_from_above_the_healthy_range_terminates_at_once() -> None:
     batch = ant_batch_at(1.5)
     _, _, terminated = batch.step(np.zeros((1, 8)))
     # After one control step (0.05 s) of free fall from 1.5 m the torso is still above 1.0 m.
-    assert batch.qpos[0, 2] > 1.0
+    assert batch.datas[0].qpos[2] > 1.0
     assert terminated[0]
 
 
@@ -91,7 +91,7 @@ def test_ant_standing_still_stays_healthy_for_the_whole_horizon() -> None:
     heights = []
     for _ in range(horizon):
         _, _, terminated = batch.step(np.zeros((1, 8)))
-        heights.append(batch.qpos[0, 2])
+        heights.append(batch.datas[0].qpos[2])
         assert not terminated[0]
     # It settles on its legs (measured z ~ 0.38 m), well inside [0.2, 1.0].
     assert 0.3 < heights[-1] < 0.5
