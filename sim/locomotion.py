@@ -142,6 +142,7 @@ class LocomotionFamily(TaskFamily):
 
     xml_name: str
     qpos_skip: int
+    task_type: type[Task]
     horizon = 200
     ctrl_cost: float = 0.05
 
@@ -159,8 +160,6 @@ class LocomotionFamily(TaskFamily):
         for t in tasks:
             self.check_task(t, self.task_type)
         return MujocoBatch(self, tasks)
-
-    task_type: type[Task]
 
     def task_target(self, task: Task) -> float:
         raise NotImplementedError
