@@ -38,6 +38,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("deploy.errors", ("BundleError", "HardwareConfigError")),
         ("sim.tasks", ("TaskError",)),
         ("train.config", ("ConfigError",)),
+        ("train.workers", ("WorkerError",)),
     ):
         mod = sys.modules.get(module)
         if mod is not None:
@@ -76,7 +77,15 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
     )
-    result = train.train(config, args.out, resume=args.resume, progress=not args.no_progress, workers=args.workers)
+    result = train.train(
+        config,
+        args.out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        workers=args.workers,
+        backend=args.backend,
+        address=args.address,
+    )
     s = result.summary
     print(
         format_table(
@@ -167,6 +176,8 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
         quick=args.quick,
         progress=not args.no_progress,
         workers=args.workers,
+        backend=args.backend,
+        address=args.address,
     )
 
 
@@ -190,14 +201,19 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     return bench_env(args.out, steps=args.steps)
 
 
-WORKERS_HELP = "rollout processes (default: one per core); changes speed, never results"
-
-
 def _workers(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _add_worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workers", type=_workers, help="rollout workers (default: one per core); speed only, never results"
+    )
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray")
+    p.add_argument("--address", help="with --backend ray: address of an existing Ray cluster to join")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=int)
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--workers", type=_workers, help=WORKERS_HELP)
+    _add_worker_args(t)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
 
@@ -250,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--family", default="four_corners")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quick", action="store_true", help="tiny budget (smoke test)")
-    d.add_argument("--workers", type=_workers, help=WORKERS_HELP)
+    _add_worker_args(d)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 

@@ -36,6 +36,8 @@ def run_demo(
     quick: bool = False,
     progress: bool = True,
     workers: int | None = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     import deploy
     import train
@@ -50,7 +52,7 @@ def run_demo(
     for label, meta in (("es_maml", True), ("baseline", False)):
         run_dir = os.path.join(out_dir, f"train_{label}")
         cfg = train.config_for(family, meta=meta, seed=seed, **overrides)
-        trained = train.train(cfg, run_dir, progress=progress, workers=workers)
+        trained = train.train(cfg, run_dir, progress=progress, workers=workers, backend=backend, address=address)
         bundle = export_bundle(trained.policy_path, os.path.join(out_dir, f"bundle_{label}"))
         n_tasks, repeats = len(_test_tasks(family)), 1 if quick else REPEATS.get(family, 2)
         reports = [

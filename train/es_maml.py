@@ -180,16 +180,24 @@ def _prepare_out_dir(config: TrainConfig, out_dir: str, resume: bool) -> ESState
 
 
 def train(
-    config: TrainConfig, out_dir: str, resume: bool = False, progress: bool = True, workers: int | None = 1
+    config: TrainConfig,
+    out_dir: str,
+    resume: bool = False,
+    progress: bool = True,
+    workers: int | None = 1,
+    backend: str = "local",
+    address: str | None = None,
 ) -> TrainResult:
     """Run ES-MAML (or the baseline) for ``config.iterations``; checkpoints allow exact resume.
 
-    ``workers`` rollout processes (``None``: one per core) change the speed, never the result.
+    ``workers`` rollout processes (``None``: one per core) on ``backend`` ('local' or 'ray',
+    joining the cluster at ``address`` if given) change the speed, never the result.
     """
     family = make_family(config.family)
     spec = policy_spec(config, family)
     operator = config.operator()
     state = _prepare_out_dir(config, out_dir, resume) or initial_state(config, spec)
+    pool = make_backend(workers, backend, address)
     run_log = RunLog(out_dir, resume_from=state.iteration)
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     pre = post = np.full(len(family.test_tasks()), np.nan)
@@ -197,11 +205,10 @@ def train(
 
     label = "ES-MAML" if config.meta else "baseline"
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"{label} {config.family}", disable=not progress)
-    backend = make_backend(workers)
     try:
         while state.iteration < config.iterations:
             t0 = time.perf_counter()
-            state, objective = es_iteration(state, config, family, spec, operator, backend)
+            state, objective = es_iteration(state, config, family, spec, operator, pool)
             state.elapsed_s += time.perf_counter() - t0
             row: dict[str, Any] = {
                 "iteration": state.iteration,
@@ -211,7 +218,7 @@ def train(
                 "train_objective": objective,
             }
             if state.iteration % config.eval_every == 0 or state.iteration == config.iterations:
-                pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator, backend)
+                pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator, pool)
                 row.update(heldout_pre=float(pre.mean()), heldout_post=float(post.mean()))
             run_log.write(row)
             if state.iteration % config.checkpoint_every == 0 or state.iteration == config.iterations:
@@ -219,11 +226,11 @@ def train(
             bar.update(1)
             bar.set_postfix(objective=f"{objective:.1f}")
         if np.isnan(pre).all():  # resumed a finished run: evaluate once more
-            pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator, backend)
+            pre, post = heldout_returns(config, family, current_policy(state, config, spec), operator, pool)
     finally:
         bar.close()
         run_log.close()
-        backend.close()
+        pool.close()
     return _finish(config, out_dir, state, spec, family, pre, post)
 
 

@@ -1,4 +1,4 @@
-"""Rollout workers: chunks of episodes evaluated in this process or in local worker processes.
+"""Rollout workers: chunks of episodes evaluated in this process, local processes or Ray.
 
 Only what defines an episode crosses a process boundary — parameters, small task
 records, seeds — and only returns, lengths and per-episode observation sums come
@@ -111,8 +111,54 @@ class LocalProcesses:
             self._pool = None
 
 
-def make_backend(workers: int | None) -> Backend:
-    """``InProcess`` for one worker; local processes otherwise (``None``: one per core)."""
+class RayWorkers:
+    """Ray tasks: a local Ray instance with ``workers`` CPUs, or the cluster at ``address``.
+
+    Ray re-runs a task whose worker process died (``max_retries=1``); a second failure
+    is reported. Ray is an optional extra (``pip install metactl[ray]``).
+    """
+
+    def __init__(self, workers: int | None = None, address: str | None = None):
+        try:
+            import ray
+        except ImportError:
+            raise WorkerError("--backend ray needs Ray: pip install 'metactl[ray]'") from None
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            ray.init(
+                address=address,
+                num_cpus=workers if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        self._remote = ray.remote(max_retries=1)(run_job)
+        self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def map(self, jobs: Sequence[RolloutJob]) -> list[RolloutResult]:
+        import ray
+
+        try:
+            return ray.get([self._remote.remote(j) for j in jobs])
+        except ray.exceptions.RayError as e:
+            raise WorkerError(f"a Ray rollout task failed after a retry: {type(e).__name__}: {e}") from e
+
+    def close(self) -> None:
+        import ray
+
+        if self._owns and ray.is_initialized():
+            ray.shutdown()
+
+
+BACKENDS = ("local", "ray")
+
+
+def make_backend(workers: int | None, backend: str = "local", address: str | None = None) -> Backend:
+    """Local: ``InProcess`` for one worker, else a process pool (``None``: one per core). Ray: ``RayWorkers``."""
+    if backend == "ray":
+        return RayWorkers(workers, address)
+    if backend != "local":
+        raise WorkerError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     n = (os.cpu_count() or 1) if workers is None else workers
     return InProcess() if n <= 1 else LocalProcesses(n)
 
