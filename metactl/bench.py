@@ -1,98 +1,195 @@
-"""``metactl bench env``: how lean the simulation step is, measured against raw MuJoCo in one run.
+"""``metactl bench rollout``: rollout throughput against raw MuJoCo, measured in one run.
 
-Times, on the same HalfCheetah model and in the same process: raw ``mj_step`` physics
-(frame_skip substeps per control step), our Gymnasium env's ``step``, our batched
-closed-loop rollout with a linear policy, and Gymnasium's own ``HalfCheetah-v5``.
-Reports control steps per second and ratios (quote ratios, not absolute numbers: the
-machine is shared and noisy).
+On the same HalfCheetah model and with the same random linear policy:
+- raw ``mj_step`` physics (frame_skip substeps per control step) replaying the controls of our
+  rollout from the same initial states; and bare physics in 1 vs 2 processes (this machine's
+  parallel limit);
+- our batched closed-loop rollout (``sim.rollout``), our Gymnasium env, Gymnasium's HalfCheetah-v5;
+- ES-style evaluation (per-row parameters) through the worker backends: 1 vs 2 local
+  processes, and local vs Ray at the same worker count.
+Quote the ratios, not absolute numbers: the machine is shared and noisy. Prints a table
+and writes ``summary.json``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import multiprocessing
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from metactl.report import format_table, write_summary
 
-
-def _rate(fn: Any, steps: int, repeats: int = 3) -> float:
-    """Best-of-``repeats`` control steps per second of ``fn(steps)``."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(steps)
-        best = min(best, time.perf_counter() - t0)
-    return steps / best
+FAMILY = "halfcheetah_fb"
 
 
-def bench_env(out_dir: str, steps: int = 20_000) -> dict[str, Any]:
-    import gymnasium
+def _raw_physics(steps: int) -> float:
+    """Seconds for ``steps`` control steps of bare physics with random controls."""
     import mujoco
 
-    import sim
     from sim.locomotion import FRAME_SKIP, base_model
-
-    family = sim.make_family("halfcheetah_fb")
-    task = family.test_tasks()[0]
-    rng = np.random.default_rng(0)
-    w = 0.1 * rng.standard_normal((family.obs_dim, family.act_dim))
 
     model = base_model("half_cheetah.xml")
     data = mujoco.MjData(model)
-    ctrl = np.tanh(rng.standard_normal((1000, model.nu)))
+    ctrl = np.tanh(np.random.default_rng(0).standard_normal((1000, model.nu)))
+    t0 = time.perf_counter()
+    for i in range(steps):
+        data.ctrl[:] = ctrl[i % 1000]
+        mujoco.mj_step(model, data, nstep=FRAME_SKIP)
+    return time.perf_counter() - t0
 
-    def raw(n: int) -> None:
-        mujoco.mj_resetData(model, data)
-        for i in range(n):
-            data.ctrl[:] = ctrl[i % 1000]
-            mujoco.mj_step(model, data, nstep=FRAME_SKIP)
 
-    env = gymnasium.make(family.env_id).unwrapped
-    env.set_task(task)
+def _replay(family: Any, task: Any, policy: Any, batch: int, horizon: int) -> float:
+    """Seconds of bare ``mj_step`` replaying the controls our rollout chose, from the same states.
 
-    def ours_env(n: int) -> None:
-        obs, _ = env.reset(seed=0)
-        for _ in range(n):
-            obs, *_ = env.step(np.tanh(obs @ w))
+    The fair "raw physics" for a closed-loop rollout: identical trajectories, so identical
+    contact work; only the policy, observations and rewards are left out.
+    """
+    import mujoco
 
-    batch = 50
+    import sim
+    from sim.locomotion import FRAME_SKIP
 
-    def ours_rollout(n: int) -> None:
+    b = family.make_batch([task] * batch)
+    controls = np.zeros((horizon, batch, b.act_dim))
+
+    def recording(o: np.ndarray) -> np.ndarray:
+        a = policy(o)
+        controls[recording.t] = np.clip(a, family.action_low, family.action_high)
+        recording.t += 1
+        return a
+
+    recording.t = 0  # type: ignore[attr-defined]
+    sim.rollout(b, recording, list(range(batch)), horizon)
+    b.reset(list(range(batch)))
+    pairs = list(zip(b.models, b.datas, strict=True))
+    t0 = time.perf_counter()
+    for t in range(horizon):
+        for (m, d), u in zip(pairs, controls[t], strict=True):
+            d.ctrl[:] = u
+            mujoco.mj_step(m, d, FRAME_SKIP)
+    return time.perf_counter() - t0
+
+
+def _best(fn: Any, repeats: int) -> float:
+    return min(fn() for _ in range(repeats))
+
+
+def _policy(obs_dim: int, act_dim: int, rows: int) -> np.ndarray:
+    return 0.3 * np.random.default_rng(1).standard_normal((rows, obs_dim * act_dim + act_dim))
+
+
+def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool = True) -> dict[str, Any]:
+    import gymnasium
+
+    import sim
+    from controllers import NormalizerSnapshot
+    from train.es_maml import policy_spec
+    from train.lockstep import Evaluator
+    from train.workers import InProcess, LocalProcesses, RayWorkers
+
+    family = sim.make_family(FAMILY)
+    task = family.test_tasks()[0]
+    spec = policy_spec(__import__("train").config_for(FAMILY), family)
+    w = _policy(family.obs_dim, family.act_dim, 1)[0]
+    rates: dict[str, float] = {}
+
+    batch, horizon = 64, max(1, steps // 64)
+    params = np.tile(w, (batch, 1))
+    ident = NormalizerSnapshot.identity(family.obs_dim)
+
+    def policy(o: np.ndarray) -> np.ndarray:
+        return spec.forward(params, ident.normalize(o))
+
+    def ours() -> float:
         b = family.make_batch([task] * batch)
-        sim.rollout(b, lambda o: np.tanh(o @ w), list(range(batch)), n // batch)
+        t0 = time.perf_counter()
+        sim.rollout(b, policy, list(range(batch)), horizon)
+        return time.perf_counter() - t0
 
+    rates["raw_physics"] = batch * horizon / _best(lambda: _replay(family, task, policy, batch, horizon), repeats)
+    rates["ours_rollout"] = batch * horizon / _best(ours, repeats)
+
+    def env_loop(env: Any) -> float:
+        obs, _ = env.reset(seed=0)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            obs, *_ = env.step(spec.forward(w, obs[None])[0].astype(np.float32))
+        return time.perf_counter() - t0
+
+    ours_env = gymnasium.make(family.env_id).unwrapped
+    ours_env.set_task(task)
+    rates["ours_gymnasium_env"] = steps / _best(lambda: env_loop(ours_env), repeats)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gym_env = gymnasium.make("HalfCheetah-v5").unwrapped
+    rates["gymnasium_halfcheetah_v5"] = steps / _best(lambda: env_loop(gym_env), repeats)
 
-    def gymnasium_env(n: int) -> None:
-        obs, _ = gym_env.reset(seed=0)
-        for _ in range(n):
-            obs, *_ = gym_env.step(np.tanh(obs @ w))
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        list(pool.map(_raw_physics, [100, 100]))  # warm up both workers
+        one = _best(lambda: pool.submit(_raw_physics, steps).result(), repeats)
 
-    rates = {
-        "raw_physics": _rate(raw, steps),
-        "ours_rollout": _rate(ours_rollout, steps),
-        "ours_env": _rate(ours_env, steps),
-        "gymnasium_halfcheetah_v5": _rate(gymnasium_env, steps),
-    }
+        def two() -> float:
+            t0 = time.perf_counter()
+            list(pool.map(_raw_physics, [steps, steps]))
+            return time.perf_counter() - t0
+
+        speedup_raw = 2 * one / _best(two, repeats)
+
+    rows, es_horizon = 64, 400
+    tasks = family.sample_tasks(np.random.default_rng(2), rows)
+    es_params = _policy(family.obs_dim, family.act_dim, rows)
+
+    def evaluate(backend: Any) -> float:
+        ev = Evaluator(family, spec, ident, es_horizon, backend)
+        ev.returns(es_params[:4], tasks[:4], list(range(4)))  # warm up
+        t0 = time.perf_counter()
+        ev.returns(es_params, tasks, list(range(rows)))
+        return time.perf_counter() - t0
+
+    t_one = _best(lambda: evaluate(InProcess()), repeats)
+    local = LocalProcesses(2)
+    try:
+        t_two = _best(lambda: evaluate(local), repeats)
+    finally:
+        local.close()
+    ray_vs_local = None
+    if ray and importlib.util.find_spec("ray") is not None:
+        ray_backend = RayWorkers(2)
+        try:
+            ray_vs_local = _best(lambda: evaluate(ray_backend), repeats) / t_two
+        finally:
+            ray_backend.close()
+
     summary = {
         "control_steps_per_s": rates,
-        "ratio_rollout_vs_raw_physics": rates["ours_rollout"] / rates["raw_physics"],
-        "ratio_env_vs_raw_physics": rates["ours_env"] / rates["raw_physics"],
-        "ratio_env_vs_gymnasium": rates["ours_env"] / rates["gymnasium_halfcheetah_v5"],
-        "ratio_rollout_vs_gymnasium": rates["ours_rollout"] / rates["gymnasium_halfcheetah_v5"],
+        "ratio_vs_raw_physics": rates["ours_rollout"] / rates["raw_physics"],
+        "ratio_vs_gymnasium": rates["ours_rollout"] / rates["gymnasium_halfcheetah_v5"],
+        "env_ratio_vs_gymnasium": rates["ours_gymnasium_env"] / rates["gymnasium_halfcheetah_v5"],
+        "speedup_2_raw_physics": speedup_raw,
+        "speedup_2_workers": t_one / t_two,
+        "ray_vs_local": ray_vs_local,
     }
-    rows = [(k, round(v), v / rates["raw_physics"]) for k, v in rates.items()]
-    print(
-        format_table(
-            "metactl bench env: HalfCheetah, control steps/s (5 physics steps each)",
-            ("what", "steps/s", "vs raw physics"),
-            rows,
-        )
-    )
+    _print(summary)
     write_summary(out_dir, summary)
     return summary
+
+
+def _print(s: dict[str, Any]) -> None:
+    rates = s["control_steps_per_s"]
+    rows = [(k, round(v), v / rates["raw_physics"]) for k, v in rates.items()]
+    print(format_table(f"metactl bench rollout: {FAMILY}, 1 process", ("what", "control steps/s", "vs raw"), rows))
+    ray = "not run (Ray not installed)" if s["ray_vs_local"] is None else f"{s['ray_vs_local']:.3f}"
+    rows2 = [
+        ("ratio_vs_raw_physics", f"{s['ratio_vs_raw_physics']:.3f}", ">= 0.95"),
+        ("ratio_vs_gymnasium", f"{s['ratio_vs_gymnasium']:.3f}", ">= 1.6"),
+        ("speedup_2_raw_physics", f"{s['speedup_2_raw_physics']:.3f}", "the parallel limit"),
+        ("speedup_2_workers", f"{s['speedup_2_workers']:.3f}", f">= {0.95 * s['speedup_2_raw_physics']:.3f}"),
+        ("ray_vs_local (time)", ray, "<= 1.10"),
+    ]
+    print(format_table("ratios (one run)", ("key", "measured", "target"), rows2))

@@ -196,9 +196,9 @@ def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from metactl.bench import bench_env
+    from metactl.bench import bench_rollout
 
-    return bench_env(args.out, steps=args.steps)
+    return bench_rollout(args.out, steps=args.steps, ray=not args.no_ray)
 
 
 def _workers(text: str) -> int:
@@ -270,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="benchmarks (separate from tests): 'env' times the simulation step")
-    b.add_argument("what", choices=("env",))
-    b.add_argument("--out", default="runs/bench_env")
-    b.add_argument("--steps", type=int, default=20_000)
+    b = sub.add_parser("bench", help="benchmarks (separate from tests): 'rollout' times rollouts vs raw physics")
+    b.add_argument("what", choices=("rollout",))
+    b.add_argument("--out", default="runs/bench_rollout")
+    b.add_argument("--steps", type=int, default=20_000, help="control steps per timed run")
+    b.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
     b.set_defaults(func=cmd_bench)
 
     f = sub.add_parser("families", help="list the task families and their held-out test tasks")

@@ -104,15 +104,20 @@ class MujocoBatch(BatchSim):
         self.num_envs, self.obs_dim, self.act_dim = len(tasks), family.obs_dim, m0.nu
         self.obs = np.zeros((self.num_envs, self.obs_dim))
         self.x = np.zeros(self.num_envs)  # root x position [m], for the forward velocity
-        self.n_pos = m0.nq - family.qpos_skip
+        n_pos, skip = m0.nq - family.qpos_skip, family.qpos_skip
         self.target = np.array([family.task_target(t) for t in tasks], dtype=np.float64)
         self.inv_dt = 1.0 / (m0.opt.timestep * FRAME_SKIP)
+        # Views made once: MjData's buffers never move, and making a view costs as much as a copy.
+        self._slots = [
+            (m, d, d.ctrl, d.qpos, d.qpos[skip:], d.qvel, self.obs[i, :n_pos], self.obs[i, n_pos:])
+            for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True))
+        ]
 
-    def _gather(self, i: int, d: mujoco.MjData) -> None:
-        qpos = d.qpos
-        self.x[i] = qpos[0]
-        self.obs[i, : self.n_pos] = qpos[self.family.qpos_skip :]
-        self.obs[i, self.n_pos :] = d.qvel
+    def _gather(self) -> None:
+        for i, (_, _, _, qpos, qpos_obs, qvel, obs_pos, obs_vel) in enumerate(self._slots):
+            self.x[i] = qpos[0]
+            obs_pos[:] = qpos_obs
+            obs_vel[:] = qvel
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
@@ -121,19 +126,20 @@ class MujocoBatch(BatchSim):
             d.qpos[:] = m.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=m.nq)
             d.qvel[:] = RESET_NOISE * rng.standard_normal(m.nv)
             mujoco.mj_forward(m, d)
-            self._gather(i, d)
+        self._gather()
         return self.obs.copy()
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fam = self.family
         actions = np.minimum(np.maximum(actions, fam.action_low), fam.action_high)
-        x_before = self.x.copy()
-        step, gather = mujoco.mj_step, self._gather
-        for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
-            d.ctrl[:] = actions[i]
-            step(m, d, nstep=FRAME_SKIP)
-            gather(i, d)
-        reward, terminated = fam.reward((self.x - x_before) * self.inv_dt, actions, self.obs, self.target)
+        x, x_before, step = self.x, self.x.copy(), mujoco.mj_step
+        for i, (m, d, ctrl, qpos, qpos_obs, qvel, obs_pos, obs_vel) in enumerate(self._slots):
+            ctrl[:] = actions[i]
+            step(m, d, FRAME_SKIP)
+            x[i] = qpos[0]
+            obs_pos[:] = qpos_obs
+            obs_vel[:] = qvel
+        reward, terminated = fam.reward((x - x_before) * self.inv_dt, actions, self.obs, self.target)
         return self.obs.copy(), reward, terminated
 
 
