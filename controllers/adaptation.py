@@ -146,7 +146,29 @@ class HillClimb:
         return dataclasses.asdict(self)
 
 
-OPERATORS = {"es_grad": ESGradient, "hill_climb": HillClimb}
+@dataclasses.dataclass(frozen=True)
+class NoAdaptation:
+    """U(theta, T) = theta: no queries. Turns ES-MAML into plain ES (e.g. the ARS benchmark)."""
+
+    name: str = "none"
+
+    def schedule(self) -> tuple[int, ...]:
+        return ()
+
+    def start(self, params: np.ndarray, seed: int) -> AdaptState:
+        return _start(params, seed)
+
+    def ask(self, state: AdaptState) -> np.ndarray:
+        return np.zeros((0, state.params.size))
+
+    def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+OPERATORS = {"es_grad": ESGradient, "hill_climb": HillClimb, "none": NoAdaptation}
 
 
 def make_operator(config: dict[str, Any]) -> AdaptationOperator:

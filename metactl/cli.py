@@ -196,9 +196,13 @@ def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    if args.what == "es":
+        from metactl.bench_es import bench_es
+
+        return bench_es(args.out or "runs/bench_es", seeds=args.seeds, workers=args.workers)
     from metactl.bench import bench_rollout
 
-    return bench_rollout(args.out, steps=args.steps, ray=not args.no_ray)
+    return bench_rollout(args.out or "runs/bench_rollout", steps=args.steps, ray=not args.no_ray)
 
 
 def _workers(text: str) -> int:
@@ -270,9 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="benchmarks (separate from tests): 'rollout' times rollouts vs raw physics")
-    b.add_argument("what", choices=("rollout",))
-    b.add_argument("--out", default="runs/bench_rollout")
+    b = sub.add_parser("bench", help="benchmarks (not tests): 'rollout' vs raw physics, 'es' ARS to 3430")
+    b.add_argument("what", choices=("rollout", "es"))
+    b.add_argument("--out", help="output folder (default runs/bench_<what>)")
+    b.add_argument("--seeds", type=int, default=5, help="es: seeds to take the median over")
+    b.add_argument("--workers", type=_workers, help="es: rollout workers (default: one per core)")
     b.add_argument("--steps", type=int, default=20_000, help="control steps per timed run")
     b.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
     b.set_defaults(func=cmd_bench)

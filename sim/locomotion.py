@@ -247,3 +247,29 @@ class HalfCheetahGoalVelocity(LocomotionFamily):
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
         return -np.abs(vx - target) - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
+
+
+class HalfCheetahRun(LocomotionFamily):
+    """Plain HalfCheetah running forward, with Gymnasium HalfCheetah-v5's reward ``v_x - 0.1 |a|^2``
+    and 1000-step episodes: one task, for plain-ES benchmarks against published numbers (ARS).
+    Not a meta-learning family: it has no train/test split."""
+
+    name = "halfcheetah_run"
+    env_id = "metactl/HalfCheetahRun-v0"
+    xml_name = "half_cheetah.xml"
+    qpos_skip = 1
+    task_type = DirectionTask
+    horizon = 1000
+    ctrl_cost = 0.1
+
+    def task_target(self, task: Task) -> float:
+        return 1.0
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
+        return [DirectionTask(direction=1.0)] * n
+
+    def test_tasks(self) -> list[Task]:
+        return [DirectionTask(direction=1.0)]
+
+    def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
+        return vx - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)

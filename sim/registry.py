@@ -6,7 +6,7 @@ import functools
 
 import gymnasium
 
-from sim.locomotion import AntForwardBackward, HalfCheetahForwardBackward, HalfCheetahGoalVelocity
+from sim.locomotion import AntForwardBackward, HalfCheetahForwardBackward, HalfCheetahGoalVelocity, HalfCheetahRun
 from sim.point_nav import FourCorners, MultiGoalCircle
 from sim.tasks import TaskError, TaskFamily
 
@@ -14,14 +14,18 @@ FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
     for cls in (FourCorners, MultiGoalCircle, HalfCheetahForwardBackward, HalfCheetahGoalVelocity, AntForwardBackward)
 }
+"""The meta-learning task families (each with a train/test split)."""
+BENCHMARK_FAMILIES: dict[str, type[TaskFamily]] = {HalfCheetahRun.name: HalfCheetahRun}
+"""Single-task families for plain-ES benchmarks; not registered as Gymnasium envs."""
 
 
 @functools.cache
 def make_family(name: str) -> TaskFamily:
     """The task family called ``name``; an unknown name raises ``TaskError`` listing the known ones."""
-    if name not in FAMILIES:
+    cls = FAMILIES.get(name) or BENCHMARK_FAMILIES.get(name)
+    if cls is None:
         raise TaskError(f"unknown task family {name!r}; choose one of: {', '.join(FAMILIES)}")
-    return FAMILIES[name]()
+    return cls()
 
 
 def register_envs() -> None:

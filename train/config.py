@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from controllers import AdaptationError, AdaptationOperator, PolicyError, make_operator
-from sim import FAMILIES
+from sim.registry import BENCHMARK_FAMILIES, FAMILIES
 
 
 class ConfigError(ValueError):
@@ -54,6 +54,10 @@ class TrainConfig:
     """Independent adaptation runs per held-out task in each evaluation."""
     checkpoint_every: int = 5
     """Write a checkpoint every this many iterations (and at the end)."""
+    top_directions: int = 0
+    """Use only the best b antithetic pairs (by max of their two values) for the step (ARS); 0 = all."""
+    return_normalization: str = "zscore"
+    """'zscore' (ES-MAML reference) or 'ars': divide by the std of the kept returns, no 1/sigma (ARS V2-t)."""
     seed: int = 0
     """Seed of every random choice in the run."""
 
@@ -62,7 +66,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
+        if self.family not in FAMILIES and self.family not in BENCHMARK_FAMILIES:
             raise ConfigError(f"family: unknown task family {self.family!r}; choose one of: {', '.join(FAMILIES)}")
         if self.policy not in ("linear", "mlp"):
             raise ConfigError(f"policy: must be 'linear' or 'mlp', got {self.policy!r}")
@@ -79,6 +83,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        if not 0 <= self.top_directions <= self.directions:
+            raise ConfigError(
+                f"top_directions: must be in 0..directions ({self.directions}), got {self.top_directions}"
+            )
+        if self.return_normalization not in ("zscore", "ars"):
+            raise ConfigError(f"return_normalization: must be 'zscore' or 'ars', got {self.return_normalization!r}")
         if not isinstance(self.horizon, int) or self.horizon < 0:
             raise ConfigError(f"horizon: must be >= 0 (0 = family default), got {self.horizon}")
         for name in ("sigma", "learning_rate"):

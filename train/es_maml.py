@@ -95,9 +95,7 @@ def es_iteration(
         rows = ev.adapt(operator, rows, row_tasks, row_seeds)
     values = ev.evaluate(rows, row_tasks, row_seeds).reshape(len(thetas), n_tasks).mean(axis=1)
 
-    z = (values - values.mean()) / (values.std() + 1e-12)
-    n = config.directions
-    grad = (z[:n] - z[n:]) @ eps / (2 * n * config.sigma)
+    grad = es_gradient(values, eps, config)
     params, m, v = _ascend(state, grad, config)
     normalizer = state.normalizer
     if config.normalize_obs:
@@ -113,6 +111,25 @@ def es_iteration(
         state.elapsed_s,
     )
     return new_state, float(values.mean())
+
+
+def es_gradient(values: np.ndarray, eps: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """Ascent direction from the values [2n] of theta + sigma eps (first n) and theta - sigma eps.
+
+    'zscore': 1/(2 b sigma) sum (z+ - z-) eps over the kept pairs, z the z-scored values.
+    'ars' (Mania et al. 2018, V2-t): 1/(b sigma_R) sum (r+ - r-) eps, sigma_R the std of the kept returns.
+    Kept pairs: the ``top_directions`` best by max(r+, r-), or all.
+    """
+    n = config.directions
+    plus, minus = values[:n], values[n:]
+    b = config.top_directions or n
+    # Kept pairs in their original order, so that keeping all of them is the plain sum.
+    keep = np.sort(np.argsort(-np.maximum(plus, minus), kind="stable")[:b]) if b < n else np.arange(n)
+    if config.return_normalization == "ars":
+        spread = np.concatenate([plus[keep], minus[keep]]).std()
+        return (plus[keep] - minus[keep]) @ eps[keep] / (b * spread + 1e-12)
+    z = (values - values.mean()) / (values.std() + 1e-12)
+    return (z[:n][keep] - z[n:][keep]) @ eps[keep] / (2 * b * config.sigma)
 
 
 def _ascend(state: ESState, grad: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
