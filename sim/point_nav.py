@@ -58,6 +58,7 @@ class PointBatch(BatchSim):
 
 
 class _PointFamily(TaskFamily):
+    vectorized = True
     horizon = 100
     control_period = DT
     observation_names = ("x", "y")

@@ -101,6 +101,9 @@ class TaskFamily(ABC):
     action_names: tuple[str, ...]
     action_low: np.ndarray
     action_high: np.ndarray
+    vectorized: ClassVar[bool] = False
+    """True when ``BatchSim`` steps all instances in one numpy call: so cheap that worker
+    processes cost more in messaging than they save, and the default is to run in-process."""
 
     @property
     def obs_dim(self) -> int:
