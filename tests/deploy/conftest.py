@@ -49,13 +49,15 @@ def fc_bundle(fc_policy_path: str, tmp_path_factory: pytest.TempPathFactory) -> 
     return export_bundle(fc_policy_path, str(tmp_path_factory.mktemp("fc_bundle")))
 
 
+def _identity_bundle(tmp_factory: pytest.TempPathFactory, family: str, settings: dict[str, Any]) -> str:
+    """A bundle whose ES-gradient operator has step size 0: adaptation is the identity."""
+    policy = _train(tmp_factory, f"{family}_identity", family, **settings, adaptation={**ES_GRAD, "step_size": 0.0})
+    return export_bundle(policy, str(tmp_factory.mktemp(f"{family}_identity_bundle")))
+
+
 @pytest.fixture(scope="session")
 def fc_identity_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """four_corners with an ES-gradient operator of step size 0: adaptation is the identity."""
-    policy = _train(
-        tmp_path_factory, "fc_identity", "four_corners", **TINY_FOUR_CORNERS, adaptation={**ES_GRAD, "step_size": 0.0}
-    )
-    return export_bundle(policy, str(tmp_path_factory.mktemp("fc_identity_bundle")))
+    return _identity_bundle(tmp_path_factory, "four_corners", TINY_FOUR_CORNERS)
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +74,8 @@ def hc_mlp_policy_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def hc_identity_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """halfcheetah_fb (reset noise, so episode seeds matter) with a step-size-0 ES-gradient operator."""
-    policy = _train(
-        tmp_path_factory, "hc_identity", "halfcheetah_fb", **TINY_CHEETAH, adaptation={**ES_GRAD, "step_size": 0.0}
-    )
-    return export_bundle(policy, str(tmp_path_factory.mktemp("hc_identity_bundle")))
+    """halfcheetah_fb has reset noise, so episode seeds matter."""
+    return _identity_bundle(tmp_path_factory, "halfcheetah_fb", TINY_CHEETAH)
 
 
 @pytest.fixture(scope="session")
