@@ -87,8 +87,8 @@ def es_iteration(
     eps = rng.standard_normal((config.directions, state.params.size))
     thetas = np.concatenate([state.params + config.sigma * eps, state.params - config.sigma * eps])
 
-    norm = state.normalizer.snapshot() if config.normalize_obs else None
-    ev = Evaluator(family, spec, norm or _identity(spec), config.horizon or family.horizon, backend or InProcess())
+    norm = _snapshot(state, config, spec)
+    ev = Evaluator(family, spec, norm, config.horizon or family.horizon, backend or InProcess())
     rows = np.repeat(thetas, n_tasks, axis=0)
     row_tasks, row_seeds = tasks * len(thetas), task_seeds * len(thetas)
     if config.meta:
@@ -142,8 +142,9 @@ def _ascend(state: ESState, grad: np.ndarray, config: TrainConfig) -> tuple[np.n
     return state.params + step, m, v
 
 
-def _identity(spec: PolicySpec) -> NormalizerSnapshot:
-    return NormalizerSnapshot.identity(spec.obs_dim)
+def _snapshot(state: ESState, config: TrainConfig, spec: PolicySpec) -> NormalizerSnapshot:
+    """The frozen normalizer the policy of ``state`` acts with (identity if not normalizing)."""
+    return state.normalizer.snapshot() if config.normalize_obs else NormalizerSnapshot.identity(spec.obs_dim)
 
 
 def heldout_returns(
@@ -171,8 +172,7 @@ def heldout_returns(
 
 
 def current_policy(state: ESState, config: TrainConfig, spec: PolicySpec) -> Policy:
-    norm = state.normalizer.snapshot() if config.normalize_obs else _identity(spec)
-    return Policy(spec, state.params.copy(), norm)
+    return Policy(spec, state.params.copy(), _snapshot(state, config, spec))
 
 
 def _prepare_out_dir(config: TrainConfig, out_dir: str, resume: bool) -> ESState | None:
