@@ -61,6 +61,19 @@ class Bundle:
         (params,) = session.run([md.PARAMS_OUTPUT], probe)
         self._params = np.asarray(params, dtype=np.float64)
         self._params.setflags(write=False)
+        self._bind_hot_path()
+
+    def _bind_hot_path(self) -> None:
+        """IOBinding for one observation: fixed float32 buffers bound once, so a control step copies the
+        observation in, runs, and reads the action out — no feed dict, no output allocation."""
+        self._obs_buf = np.zeros((1, self.obs_dim), dtype=np.float32)
+        self._params_buf = self._params.astype(np.float32)
+        self._act_buf = np.zeros((1, self.act_dim), dtype=np.float32)
+        io = self._session.io_binding()
+        for name, buf in ((md.OBS_INPUT, self._obs_buf), (md.PARAMS_INPUT, self._params_buf)):
+            io.bind_input(name, "cpu", 0, np.float32, list(buf.shape), buf.ctypes.data)
+        io.bind_output(md.ACTION_OUTPUT, "cpu", 0, np.float32, list(self._act_buf.shape), self._act_buf.ctypes.data)
+        self._io = io
 
     @classmethod
     def load(cls, directory: str) -> Bundle:
@@ -114,6 +127,8 @@ class Bundle:
         ``params`` [num_params] replaces the trained parameters for this call (one vector for all rows).
         The graph computes in float32: observations and parameters are cast on the way in.
         """
+        if np.ndim(obs) == 1 and np.size(obs) == self.obs_dim:
+            return self._act_one(obs, params)
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.ndim == 1
         batch = obs[None] if single else obs
@@ -128,6 +143,16 @@ class Bundle:
         (action,) = self._session.run([md.ACTION_OUTPUT], feed)
         action = action.astype(np.float64)
         return action[0] if single else action
+
+    def _act_one(self, obs: np.ndarray, params: np.ndarray | None) -> np.ndarray:
+        """The control-loop path: one observation through the bound buffers."""
+        self._obs_buf[0] = obs
+        p = self._params if params is None else np.asarray(params)
+        if p.shape != (self.num_params,):
+            raise ValueError(f"params must have shape [{self.num_params}], got {list(p.shape)}")
+        self._params_buf[:] = p
+        self._session.run_with_iobinding(self._io)
+        return self._act_buf[0].astype(np.float64)
 
 
 def _check_graph(session: ort.InferenceSession, meta: dict[str, Any], directory: str) -> None:

@@ -19,6 +19,13 @@ A config says how to reach the robot and what its signals are, in order::
     task = 0                    # index into the family's test tasks, or an inline task table
     seed = 0
 
+A serial robot (``link = "serial"``) has ``[serial]`` (port or pyserial URL, baud,
+timeouts) instead of ``[sim]``; every robot may have ``[limits]`` and ``[safety]``
+(enforced by the one safety layer), ``[fallback]`` (the simulation to run when no
+hardware answers, and what to do when the link is lost mid-run) and ``[emulator]``
+(how ``metactl emulate`` plays this robot, perturbations included). See
+``hardware_configs/serial_halfcheetah_fb.toml`` for every key, commented.
+
 Each section maps to a frozen dataclass, so a later link type adds a section
 without touching the others. Every error names the file, the field and the fix.
 """
@@ -26,21 +33,46 @@ without touching the others. Every error names the file, the field and the fix.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from collections.abc import Callable
 from typing import Any
 
+from deploy.config_sections import (
+    EMULATOR_KEYS,
+    EmulatorSection,
+    FallbackSection,
+    LimitsSection,
+    SafetySection,
+    SerialSection,
+    is_names,
+    is_nonempty_str,
+    is_nonneg_int,
+    is_positive,
+    is_positive_int,
+    is_task,
+    read_emulator,
+    read_fallback,
+    read_limits,
+    read_safety,
+    read_serial,
+)
 from deploy.errors import HardwareConfigError
 
-LINKS = ("sim",)
+LINKS = ("sim", "serial")
 """Link types this runtime can open."""
+ON_LINK_LOSS = ("stop", "sim")
+"""What the runtime does when the link dies mid-run: stop safely, or continue in simulation."""
 SECTIONS: dict[str, tuple[str, ...]] = {
     "robot": ("name", "link"),
     "control": ("period_s", "episode_steps"),
     "signals": ("observations", "actions"),
     "sim": ("family", "task", "seed"),
+    "serial": ("port", "baud", "reply_timeout_s", "handshake_timeout_s", "max_missed_replies"),
+    "limits": ("command_low", "command_high", "max_command_change", "position", "velocity"),
+    "safety": ("watchdog_s", "safe_command", "startup_pose", "startup_steps"),
+    "fallback": ("family", "task", "seed", "on_link_loss"),
+    "emulator": EMULATOR_KEYS,
 }
 """Known sections and their keys."""
 _REQUIRED = object()
@@ -88,6 +120,11 @@ class HardwareConfig:
     control: ControlSection
     signals: SignalsSection
     sim: SimSection | None = None
+    serial: SerialSection | None = None
+    limits: LimitsSection = dataclasses.field(default_factory=LimitsSection)
+    safety: SafetySection = dataclasses.field(default_factory=SafetySection)
+    fallback: FallbackSection | None = None
+    emulator: EmulatorSection | None = None
 
     @property
     def robot_name(self) -> str:
@@ -130,34 +167,44 @@ class _Reader:
             if unknown:
                 raise self.fail(f"unknown key {name}.{unknown[0]}; [{name}] takes: {', '.join(SECTIONS[name])}")
         robot = RobotSection(
-            name=self.get(data, "robot.name", _nonempty_str, "a non-empty string", "name the robot, e.g. 'arm_1'"),
-            link=self.get(data, "robot.link", _link, f"one of {LINKS}", "use link = 'sim'"),
+            name=self.get(data, "robot.name", is_nonempty_str, "a non-empty string", "name the robot, e.g. 'arm_1'"),
+            link=self.get(data, "robot.link", _link, f"one of {LINKS}", "use link = 'sim' or 'serial'"),
         )
         control = ControlSection(
             period_s=float(
-                self.get(data, "control.period_s", _positive, "a positive number", "set it in seconds, e.g. 0.05")
+                self.get(data, "control.period_s", is_positive, "a positive number", "set it in seconds, e.g. 0.05")
             ),
             episode_steps=self.get(
-                data, "control.episode_steps", _positive_int, "a positive integer", "set it in steps, e.g. 200", None
+                data, "control.episode_steps", is_positive_int, "a positive integer", "set it in steps, e.g. 200", None
             ),
         )
         names_fix = "list the names in the robot's order, e.g. ['x', 'y']"
         signals = SignalsSection(
-            observations=tuple(self.get(data, "signals.observations", _names, "a list of unique names", names_fix)),
-            actions=tuple(self.get(data, "signals.actions", _names, "a list of unique names", names_fix)),
+            observations=tuple(self.get(data, "signals.observations", is_names, "a list of unique names", names_fix)),
+            actions=tuple(self.get(data, "signals.actions", is_names, "a list of unique names", names_fix)),
         )
         sim = None
         if robot.link == "sim":
             if "sim" not in data:
                 raise self.fail("robot.link is 'sim' but section [sim] is missing; add [sim] with family, task, seed")
             task_fix = "give an index into the family's test tasks (e.g. 0) or an inline table {type = 'GoalTask', ...}"
-            task = self.get(data, "sim.task", _task, "an integer >= 0 or an inline table with 'type'", task_fix)
+            task = self.get(data, "sim.task", is_task, "an integer >= 0 or an inline table with 'type'", task_fix)
             sim = SimSection(
-                family=self.get(data, "sim.family", _nonempty_str, "a task family name", "e.g. 'four_corners'"),
+                family=self.get(data, "sim.family", is_nonempty_str, "a task family name", "e.g. 'four_corners'"),
                 task=dict(task) if isinstance(task, dict) else task,
-                seed=self.get(data, "sim.seed", _nonneg_int, "an integer >= 0", "e.g. seed = 0", 0),
+                seed=self.get(data, "sim.seed", is_nonneg_int, "an integer >= 0", "e.g. seed = 0", 0),
             )
-        return HardwareConfig(self.path, robot, control, signals, sim)
+        serial = None
+        if robot.link == "serial":
+            if "serial" not in data:
+                raise self.fail("robot.link is 'serial' but section [serial] is missing; add [serial] with port, baud")
+            serial = read_serial(self, data)
+        acts, obs = signals.actions, signals.observations
+        limits = read_limits(self, data, acts, obs) if "limits" in data else LimitsSection()
+        safety = read_safety(self, data, acts, control.period_s) if "safety" in data else SafetySection()
+        fallback = read_fallback(self, data) if "fallback" in data else None
+        emulator = read_emulator(self, data, acts, obs) if "emulator" in data else None
+        return HardwareConfig(self.path, robot, control, signals, sim, serial, limits, safety, fallback, emulator)
 
     def get(
         self,
@@ -181,29 +228,5 @@ class _Reader:
         return value
 
 
-def _nonempty_str(v: Any) -> bool:
-    return isinstance(v, str) and bool(v.strip())
-
-
 def _link(v: Any) -> bool:
     return v in LINKS
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-
-def _nonneg_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _names(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(_nonempty_str(n) for n in v) and len(set(v)) == len(v)
-
-
-def _task(v: Any) -> bool:
-    return _nonneg_int(v) or (isinstance(v, dict) and isinstance(v.get("type"), str))

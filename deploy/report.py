@@ -55,11 +55,14 @@ class OnlineReport:
     link: dict[str, Any]
     adaptation: dict[str, Any]
     seed: int
+    status: str = "completed"
+    events: tuple[dict[str, Any], ...] = ()
+    health: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def post_adaptation_return(self) -> float:
-        """Return of the evaluation episode after the last adaptation step."""
-        return self.post_adaptation_returns[-1]
+        """Return of the evaluation episode after the last adaptation step (NaN if the run stopped before)."""
+        return self.post_adaptation_returns[-1] if self.post_adaptation_returns else float("nan")
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able content of ``summary.json``."""
@@ -75,7 +78,21 @@ class OnlineReport:
             "link": self.link,
             "adaptation": self.adaptation,
             "seed": self.seed,
+            "status": self.status,
+            "events": [_jsonable(e) for e in self.events],
+            **_jsonable(self.health),
         }
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy arrays and scalars inside ``value`` as lists and floats (for ``summary.json``)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def write_report(report: OnlineReport, out_dir: str, resolved_config: dict[str, Any]) -> None:
@@ -115,7 +132,8 @@ def plot_adaptation(report: OnlineReport, path: str) -> bool:
     ax.set_xlabel("robot episode")
     ax.set_ylabel("return")
     ax.set_title(f"online adaptation ({report.adaptation.get('name', '?')}): {report.link.get('link', '?')} robot")
-    ax.legend(loc="best")
+    if report.episodes:
+        ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path)
     return True

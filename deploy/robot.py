@@ -149,26 +149,38 @@ def _resolve_task(sim: Any, family: Any, task: int | Mapping[str, Any]) -> Any:
         raise sim.TaskError(f"task {dict(task)} is invalid: {e}") from None
 
 
-def _open_sim(config: HardwareConfig, task: int | Mapping[str, Any] | None) -> RobotLink:
-    where = f"hardware config {config.path}"
+def _open_sim(config: HardwareConfig, task: int | Mapping[str, Any] | None, port: str | None = None) -> RobotLink:
     if config.sim is None:
-        raise HardwareConfigError(f"{where}: robot.link is 'sim' but section [sim] is missing; add family, task, seed")
+        raise HardwareConfigError(
+            f"hardware config {config.path}: robot.link is 'sim' but section [sim] is missing; add family, task, seed"
+        )
+    return _sim_robot(config, "sim", config.sim.family, config.sim.task if task is None else task, config.sim.seed)
+
+
+def open_fallback(config: HardwareConfig, task: int | Mapping[str, Any] | None = None) -> RobotLink:
+    """The simulated stand-in of ``config``'s ``[fallback]`` section (checked against the config's signals)."""
+    fb = config.fallback
+    if fb is None:
+        raise HardwareConfigError(f"hardware config {config.path}: no [fallback] section; add family, task, seed")
+    return _sim_robot(config, "fallback", fb.family, fb.task if task is None else task, fb.seed)
+
+
+def _sim_robot(config: HardwareConfig, section: str, family_name: str, task: Any, seed: int) -> RobotLink:
+    where = f"hardware config {config.path}"
     try:
         import sim
     except ModuleNotFoundError as e:
         raise HardwareConfigError(
-            f"{where}: robot.link = 'sim' needs the simulation extras ({e}); "
-            "install them with pip install 'metactl[sim]'"
+            f"{where}: [{section}] needs the simulation extras ({e}); install them with pip install 'metactl[sim]'"
         ) from None
     try:
-        family = sim.make_family(config.sim.family)
+        family = sim.make_family(family_name)
     except sim.TaskError as e:
-        raise HardwareConfigError(f"{where}: sim.family: {e}") from None
-    field = "sim.task" if task is None else "task override"
+        raise HardwareConfigError(f"{where}: {section}.family: {e}") from None
     try:
-        robot = SimRobot(config.sim.family, config.sim.task if task is None else task, config.sim.seed)
+        robot = SimRobot(family_name, task, seed)
     except sim.TaskError as e:
-        raise HardwareConfigError(f"{where}: {field}: {e}; fix it to match family {family.name!r}") from None
+        raise HardwareConfigError(f"{where}: {section}.task: {e}; fix it to match family {family.name!r}") from None
     _check_signals(where, "observations", config.signals.observations, robot.observation_names)
     _check_signals(where, "actions", config.signals.actions, robot.action_names)
     if not math.isclose(config.control.period_s, robot.control_period, rel_tol=1e-9):
@@ -179,6 +191,12 @@ def _open_sim(config: HardwareConfig, task: int | Mapping[str, Any] | None) -> R
     return robot
 
 
+def _open_serial(config: HardwareConfig, task: int | Mapping[str, Any] | None, port: str | None = None) -> RobotLink:
+    from deploy.serial_robot import SerialRobot  # imports this module: bound late
+
+    return SerialRobot(config, port)
+
+
 def _check_signals(where: str, key: str, configured: tuple[str, ...], actual: tuple[str, ...]) -> None:
     if configured != actual:
         raise HardwareConfigError(
@@ -187,15 +205,19 @@ def _check_signals(where: str, key: str, configured: tuple[str, ...], actual: tu
         )
 
 
-LINK_FACTORIES: dict[str, Callable[[HardwareConfig, int | Mapping[str, Any] | None], RobotLink]] = {"sim": _open_sim}
-"""How each ``robot.link`` type is opened (a serial link registers itself here)."""
+LinkFactory = Callable[[HardwareConfig, "int | Mapping[str, Any] | None", "str | None"], RobotLink]
+LINK_FACTORIES: dict[str, LinkFactory] = {"sim": _open_sim, "serial": _open_serial}
+"""How each ``robot.link`` type is opened: (config, task override, port override) -> link."""
 
 
-def open_link(config: HardwareConfig, task: int | Mapping[str, Any] | None = None) -> RobotLink:
-    """Open the robot ``config`` describes; ``task`` overrides ``[sim] task`` for a simulated robot."""
+def open_link(
+    config: HardwareConfig, task: int | Mapping[str, Any] | None = None, port: str | None = None
+) -> RobotLink:
+    """Open the robot ``config`` describes; ``task`` overrides ``[sim] task`` for a simulated robot, ``port``
+    the ``[serial] port`` of a serial one. A serial robot that does not answer raises ``NoHardwareError``."""
     if config.robot.link not in LINK_FACTORIES:
         raise HardwareConfigError(
             f"hardware config {config.path}: robot.link {config.robot.link!r} has no driver here; "
             f"use one of {sorted(LINK_FACTORIES)}"
         )
-    return LINK_FACTORIES[config.robot.link](config, task)
+    return LINK_FACTORIES[config.robot.link](config, task, port)

@@ -13,9 +13,14 @@ episode share one seed so they are comparable; query episodes get distinct seeds
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
+import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,9 +31,12 @@ from deploy.bundle import Bundle
 from deploy.errors import BundleError
 from deploy.hardware_config import HardwareConfig, load_hardware_config
 from deploy.report import EpisodeRecord, OnlineReport, write_report
-from deploy.robot import RobotLink, open_link
+from deploy.run_logger import RunLogger
+from deploy.session import RobotSession, RunStoppedError
 
 log = logging.getLogger(__name__)
+LOG_FILE = "run.mcap"
+"""The run's log in ``out_dir``: open it in Foxglove, or read it with the ``mcap`` library."""
 
 
 def check_compatibility(bundle_metadata: Mapping[str, Any], config: HardwareConfig) -> None:
@@ -55,24 +63,6 @@ def check_compatibility(bundle_metadata: Mapping[str, Any], config: HardwareConf
         )
 
 
-def run_episode(link: RobotLink, bundle: Bundle, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
-    """One episode of at most ``steps`` control steps with ``params``; (return, length).
-
-    As in ``sim.rollout``: the reward of the terminating transition counts, then the episode stops.
-    """
-    link.reset(seed)
-    state = link.read_state()
-    total, length = 0.0, 0
-    for _ in range(steps):
-        link.write_command(bundle.act(state.obs, params))
-        state = link.read_state()
-        total += state.reward
-        length += 1
-        if state.done:
-            break
-    return total, length
-
-
 def run_online(
     bundle_dir: str,
     config: HardwareConfig | str,
@@ -82,13 +72,17 @@ def run_online(
     seed: int = 0,
     out_dir: str | None = None,
     progress: bool = False,
+    port: str | None = None,
+    time_scale: float | None = None,
 ) -> OnlineReport:
     """Adapt the bundle's policy on the robot of ``config`` (a ``HardwareConfig`` or a TOML path).
 
-    ``task`` overrides the config's ``[sim] task`` (test-task index or task dict). Every episode
-    seed and the operator's noise derive from ``seed``. Runs ``1 + adaptation_steps *
-    (sum(operator.schedule()) + 1)`` robot episodes. Writes the report to ``out_dir`` if given.
-    ``progress`` logs every episode at INFO (otherwise DEBUG).
+    ``task`` overrides the config's ``[sim] task`` (test-task index or task dict); ``port`` the
+    ``[serial] port``. Every episode seed and the operator's noise derive from ``seed``. Runs
+    ``1 + adaptation_steps * (sum(operator.schedule()) + 1)`` robot episodes, paced at the control
+    rate x ``time_scale`` (default: real time on a serial robot, unpaced on a simulated one). Writes
+    the report and ``run.mcap`` to ``out_dir`` if given. A run that had to stop safely (link lost,
+    state limit) returns a report whose ``status`` says why. ``progress`` logs every episode at INFO.
     """
     if isinstance(adaptation_steps, bool) or not isinstance(adaptation_steps, int) or adaptation_steps < 1:
         raise ValueError(f"adaptation_steps must be a positive integer, got {adaptation_steps!r}")
@@ -107,15 +101,43 @@ def run_online(
     n_seeds = 1 + adaptation_steps * (1 + sum(operator.schedule()))
     seeds = [int(s) for s in np.random.default_rng(seed).choice(2**31 - 1, size=n_seeds, replace=False)]
     eval_seed, op_seeds, query_seeds = seeds[0], seeds[1 : 1 + adaptation_steps], iter(seeds[1 + adaptation_steps :])
-    with open_link(config, task) as link:
-        runner = _EpisodeRunner(link, bundle, steps, logging.INFO if progress else logging.DEBUG)
-        params = np.array(bundle.params, dtype=np.float64)
-        pre = runner.run("pre", params, eval_seed, step=0)
-        post: list[float] = []
-        for step in range(1, adaptation_steps + 1):
-            params = _adapt(operator, runner, params, op_seeds[step - 1], query_seeds, step)
-            post.append(runner.run("post", params, eval_seed, step=step))
-        link_info = link.describe()
+    if time_scale is None:
+        time_scale = 1.0 if config.robot.link == "serial" else 0.0
+    logger = None
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        logger = RunLogger(os.path.join(out_dir, LOG_FILE))
+    params = np.array(bundle.params, dtype=np.float64)
+    pre, post, status = math.nan, [], "completed"
+    try:
+        with (
+            _realtime_process(),
+            RobotSession(
+                config,
+                task=task,
+                port=port,
+                log_fn=logger.log if logger else None,
+                time_scale=time_scale,
+                idle_fn=logger.set_budget if logger else None,
+            ) as session,
+        ):
+            runner = _EpisodeRunner(session, bundle, steps, logging.INFO if progress else logging.DEBUG)
+            try:
+                pre = runner.run("pre", params, eval_seed, step=0)
+                for step in range(1, adaptation_steps + 1):
+                    params = _adapt(operator, runner, params, op_seeds[step - 1], query_seeds, step)
+                    post.append(runner.run("post", params, eval_seed, step=step))
+            except RunStoppedError as e:
+                status = f"stopped: {e}"
+                log.warning("run stopped safely: %s", e)
+            link_info = session.link.describe() if session.link is not None else runner.last_link
+            health = {"timing": session.timer.summary(), "safety": dict(session.safety.counts)}
+            if hasattr(session.link, "counters"):
+                health["link_counters"] = session.link.counters()
+            events = tuple(session.events)
+    finally:
+        if logger is not None:
+            logger.close()
 
     report = OnlineReport(
         episodes=tuple(runner.records),
@@ -127,6 +149,9 @@ def run_online(
         link=link_info,
         adaptation=dict(meta["adaptation"]),
         seed=seed,
+        status=status,
+        events=events,
+        health=health,
     )
     log.info("adaptation on %s: return %.3f -> %.3f", config.robot.name, pre, report.post_adaptation_return)
     if out_dir is not None:
@@ -134,16 +159,40 @@ def run_online(
     return report
 
 
-class _EpisodeRunner:
-    """Runs episodes on one link and records each one."""
+@contextlib.contextmanager
+def _realtime_process() -> Iterator[None]:
+    """For the duration of a run: SIGTERM ends it like Ctrl-C (so the robot is safe-stopped and the log
+    closed on the way out), and the GIL is handed over every 0.1 ms, so the logging thread never holds the
+    control loop for the interpreter's default 5 ms."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGTERM, _raise_interrupt) if main else None
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        if main:
+            signal.signal(signal.SIGTERM, old)
 
-    def __init__(self, link: RobotLink, bundle: Bundle, steps: int, log_level: int):
-        self.link, self.bundle, self.steps, self.log_level = link, bundle, steps, log_level
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class _EpisodeRunner:
+    """Runs episodes in one session and records each one."""
+
+    def __init__(self, session: RobotSession, bundle: Bundle, steps: int, log_level: int):
+        self.session, self.bundle, self.steps, self.log_level = session, bundle, steps, log_level
         self.records: list[EpisodeRecord] = []
+        self.last_link: dict[str, Any] = session.link.describe()
 
     def run(self, kind: str, params: np.ndarray, seed: int, step: int, rnd: int = -1, query: int = -1) -> float:
-        ret, length = run_episode(self.link, self.bundle, params, seed, self.steps)
-        self.records.append(EpisodeRecord(len(self.records), kind, step, rnd, query, seed, ret, length))
+        ret, length = self.session.episode(self.bundle.act, params, seed, self.steps)
+        record = EpisodeRecord(len(self.records), kind, step, rnd, query, seed, ret, length)
+        self.records.append(record)
+        self.session.log_fn("/adaptation", dataclasses.asdict(record))
         log.log(self.log_level, "episode %d (%s, step %d): return %.3f", len(self.records) - 1, kind, step, ret)
         return ret
 

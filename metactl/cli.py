@@ -36,6 +36,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     types: list[type[BaseException]] = [UserError, AdaptationError, PolicyError]
     for module, names in (
         ("deploy.errors", ("BundleError", "HardwareConfigError")),
+        ("deploy.serial_robot", ("NoHardwareError",)),
         ("sim.tasks", ("TaskError",)),
         ("train.config", ("ConfigError",)),
         ("train.workers", ("WorkerError",)),
@@ -148,6 +149,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         out_dir=args.out,
         progress=not args.no_progress,
+        port=args.port,
+        time_scale=args.time_scale,
     )
     summary = report.summary()
     pre = summary["pre_adaptation_return"]
@@ -163,7 +166,64 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
             rows,
         )
     )
+    if report.status != "completed":
+        print(f"metactl run: {report.status}", file=sys.stderr)
+    timing = summary.get("timing", {})
+    if timing.get("cycles"):
+        print(
+            f"loop: {timing['cycles']} cycles, {100 * timing['deadline_met_fraction']:.2f}% on time"
+            + (f", jitter p99 {timing['jitter_p99_ms']:.3f} ms" if "jitter_p99_ms" in timing else "")
+            + f"; log: {os.path.join(args.out, 'run.mcap')}"
+        )
     return summary
+
+
+def cmd_emulate(args: argparse.Namespace) -> dict[str, Any]:
+    import dataclasses
+
+    from deploy import load_hardware_config
+    from emulator import serve
+    from emulator.scenarios import scenario
+
+    config = load_hardware_config(args.config)
+    if config.emulator is None:
+        raise UserError(f"hardware config {args.config} has no [emulator] section; add one with family = ...")
+    emu = config.emulator
+    if args.scenario:
+        try:
+            emu = scenario(args.scenario, emu, len(config.signals.actions))
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    try:
+        stats = serve(
+            config,
+            emulator=emu,
+            listen=args.listen,
+            port_file=args.port_file,
+            busy_poll=args.busy_poll,
+            announce=lambda a: print(f"metactl emulate: {config.robot.name} on {a}", flush=True),
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    print(format_table("metactl emulate: stopped", ("counter", "value"), sorted(stats.items())))
+    return {"emulator": dataclasses.asdict(emu), **stats}
+
+
+def cmd_sim2real(args: argparse.Namespace) -> dict[str, Any]:
+    from metactl.sim2real import run_sim2real
+
+    try:
+        return run_sim2real(
+            args.bundle,
+            args.config,
+            args.out,
+            scenarios=args.scenarios.split(",") if args.scenarios else None,
+            adaptation_steps=args.adapt_steps,
+            seed=args.seed,
+            time_scale=args.time_scale,
+        )
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,6 +256,14 @@ def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    if args.what == "loop":
+        from metactl.bench_loop import bench_loop
+
+        return bench_loop(args.out or "runs/bench_loop", seconds=args.seconds)
+    if args.what == "fuzz":
+        from metactl.bench_fuzz import bench_fuzz
+
+        return bench_fuzz(args.out or "runs/bench_fuzz", frames=args.frames)
     if args.what == "es":
         from metactl.bench_es import bench_es
 
@@ -262,6 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--task", type=int, help="sim robot: index of the held-out test task (overrides the config)")
     r.add_argument("--adapt-steps", type=int, default=1, help="adaptation steps, each a full operator run")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--port", help="serial robot: device path or pyserial URL (overrides [serial] port)")
+    r.add_argument(
+        "--time-scale", type=float, help="pace at the control rate x this (default: 1 on hardware, 0 = unpaced in sim)"
+    )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
 
@@ -274,8 +346,30 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    b = sub.add_parser("bench", help="benchmarks (not tests): 'rollout' vs raw physics, 'es' ARS to 3430")
-    b.add_argument("what", choices=("rollout", "es"))
+    em = sub.add_parser("emulate", help="play the robot of a hardware config behind the serial protocol (a pty)")
+    em.add_argument("--config", required=True, help="hardware config with an [emulator] section")
+    em.add_argument("--listen", help="serve TCP instead of a pty, e.g. tcp://127.0.0.1:5555 (port 0: any free)")
+    em.add_argument("--port-file", help="also write the device path / URL to this file")
+    em.add_argument("--scenario", help="a sim2real scenario to apply (payload, latency_2, ...)")
+    em.add_argument("--busy-poll", action="store_true", help="never sleep between frames (uses a whole core)")
+    em.set_defaults(func=cmd_emulate)
+
+    s2r = sub.add_parser("sim2real", help="reality-gap scenarios through the runtime over the emulator's serial link")
+    s2r.add_argument("--bundle", required=True)
+    s2r.add_argument("--config", required=True, help="a serial robot's hardware config with an [emulator] section")
+    s2r.add_argument("--out", default="runs/sim2real")
+    s2r.add_argument("--scenarios", help="comma-separated subset (default: all that fit the robot)")
+    s2r.add_argument("--adapt-steps", type=int, default=1)
+    s2r.add_argument("--seed", type=int, default=0)
+    s2r.add_argument("--time-scale", type=float, default=1.0, help="pace at the control rate x this (10 = 10x)")
+    s2r.set_defaults(func=cmd_sim2real)
+
+    b = sub.add_parser(
+        "bench", help="benchmarks (not tests): rollout vs raw physics, es (ARS to 3430), loop (1 kHz), fuzz (codec)"
+    )
+    b.add_argument("what", choices=("rollout", "es", "loop", "fuzz"))
+    b.add_argument("--seconds", type=float, default=10.0, help="loop: seconds per rate")
+    b.add_argument("--frames", type=int, default=1_000_000, help="fuzz: frames to feed the decoder")
     b.add_argument("--out", help="output folder (default runs/bench_<what>)")
     b.add_argument("--seeds", type=int, default=5, help="es: seeds to take the median over")
     b.add_argument("--workers", type=_workers, help="es: rollout workers (default: one per core)")

@@ -19,10 +19,11 @@ draws v_goal ~ U[0, 2] m/s. Test tasks are listed in each family's
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium
 import mujoco
@@ -107,11 +108,27 @@ class MujocoBatch(BatchSim):
         n_pos, skip = m0.nq - family.qpos_skip, family.qpos_skip
         self.target = np.array([family.task_target(t) for t in tasks], dtype=np.float64)
         self.inv_dt = 1.0 / (m0.opt.timestep * FRAME_SKIP)
-        # Views made once: MjData's buffers never move, and making a view costs as much as a copy.
+        self._n_pos, self._skip = n_pos, skip
+        self._bind()
+
+    def _bind(self) -> None:
+        """Views made once: MjData's buffers never move, and making a view costs as much as a copy."""
+        n_pos, skip = self._n_pos, self._skip
         self._slots = [
             (m, d, d.ctrl, d.qpos, d.qpos[skip:], d.qvel, self.obs[i, :n_pos], self.obs[i, n_pos:])
             for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True))
         ]
+
+    def edit_models(self, edit: Callable[[mujoco.MjModel], None]) -> None:
+        """Apply ``edit`` to private copies of this batch's models (the cached ones stay untouched), e.g. to
+        perturb masses or friction; every instance then steps its edited model."""
+        copies: dict[int, mujoco.MjModel] = {}
+        for m in self.models:
+            if id(m) not in copies:
+                copies[id(m)] = copy.deepcopy(m)
+                edit(copies[id(m)])
+        self.models = [copies[id(m)] for m in self.models]
+        self._bind()
 
     def _gather(self) -> None:
         for i, (_, _, _, qpos, qpos_obs, qvel, obs_pos, obs_vel) in enumerate(self._slots):

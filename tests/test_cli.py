@@ -104,3 +104,51 @@ def test_train_export_run_chain(tmp_path):
         summary = json.load(f)
     assert summary["episodes"] > 2
     assert "after adaptation" in proc.stdout
+
+
+def test_emulate_needs_an_emulator_section(tmp_path):
+    config = os.path.join(ROOT, "hardware_configs", "sim_four_corners.toml")
+    assert_one_line_error(metactl("emulate", "--config", config), "no [emulator] section")
+
+
+def test_emulate_unknown_scenario_is_one_line(tmp_path):
+    config = os.path.join(ROOT, "hardware_configs", "serial_halfcheetah_fb.toml")
+    assert_one_line_error(metactl("emulate", "--config", config, "--scenario", "lava"), "lava", "latency_2")
+
+
+@pytest.fixture(scope="module")
+def hc_cli_bundle(tmp_path_factory):
+    """A HalfCheetah bundle from a one-iteration CLI training run with 10-step episodes."""
+    tmp = tmp_path_factory.mktemp("hc_cli")
+    args = ["--family", "halfcheetah_fb", "--iterations", "1", "--directions", "1", "--tasks", "1", "--horizon", "10"]
+    assert metactl("train", "--out", str(tmp / "run"), *args, "--eval-every", "1", "--no-progress").returncode == 0
+    assert metactl("export", "--run", str(tmp / "run"), "--out", str(tmp / "bundle")).returncode == 0
+    return str(tmp / "bundle")
+
+
+def test_sim2real_runs_scenarios_over_the_emulator(hc_cli_bundle, tmp_path):
+    with open(os.path.join(ROOT, "hardware_configs", "serial_halfcheetah_fb.toml")) as f:
+        text = f.read().replace("# episode_steps = 200", "episode_steps = 10")
+    config = tmp_path / "robot.toml"
+    config.write_text(text)
+    out = tmp_path / "s2r"
+    args = ["--scenarios", "nominal,latency_2", "--time-scale", "0", "--out", str(out)]
+    proc = metactl("sim2real", "--bundle", hc_cli_bundle, "--config", str(config), *args)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "summary.json") as f:
+        scenarios = json.load(f)["scenarios"]
+    assert list(scenarios) == ["nominal", "latency_2"]
+    for entry in scenarios.values():
+        assert isinstance(entry["pre_adaptation_return"], float) and isinstance(entry["post_adaptation_return"], float)
+        assert entry["link"] == "serial" and entry["status"] == "completed"
+    assert scenarios["nominal"]["pre_adaptation_return"] != scenarios["latency_2"]["pre_adaptation_return"]
+    assert (out / "sim2real.png").stat().st_size > 0 and "latency_2" in proc.stdout
+
+
+def test_bench_loop_smoke(tmp_path):
+    proc = metactl("bench", "loop", "--seconds", "0.2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "summary.json") as f:
+        summary = json.load(f)
+    assert set(summary["runs"]) == {"500", "1000"} and summary["lost_frames"] == 0
+    assert summary["runs"]["1000"]["cycles"] >= 150  # 200 steps, the last cycle of the episode is not closed

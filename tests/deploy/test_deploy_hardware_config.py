@@ -100,7 +100,7 @@ def test_malformed_toml_reports_the_line(tmp_path) -> None:
         ('observations = ["x", "y"]', 'observations = "x"', "signals.observations must be a list of unique names"),
         ('observations = ["x", "y"]', 'observations = ["x", "x"]', "signals.observations must be a list of unique"),
         ('actions = ["vx", "vy"]', "actions = [1, 2]", "signals.actions must be a list of unique names"),
-        ('link = "sim"', 'link = "serial"', "robot.link must be one of ('sim',)"),
+        ('link = "sim"', 'link = "can"', "robot.link must be one of ('sim', 'serial')"),
         ("task = 1", "task = -1", "sim.task must be an integer >= 0 or an inline table"),
         ("task = 1", "task = true", "sim.task must be"),
         ("seed = 3", "seed = 1.5", "sim.seed must be an integer >= 0"),

@@ -6,13 +6,15 @@ import json
 import subprocess
 import sys
 
-FORBIDDEN = ("torch", "train", "mujoco", "onnx", "sim", "gymnasium", "matplotlib")
+FORBIDDEN = ("torch", "train", "mujoco", "onnx", "sim", "gymnasium", "matplotlib", "mcap", "emulator", "metactl")
 
 
 def test_runtime_imports_only_robot_dependencies(tmp_path) -> None:
     code = (
         "import json, sys\n"
         "import deploy, deploy.runtime, deploy.bundle, deploy.robot, deploy.hardware_config, deploy.report\n"
+        "import deploy.serial_robot, deploy.session, deploy.transport, deploy.protocol, deploy.run_logger\n"
+        "import deploy.safety, deploy.pacing\n"
         f"print(json.dumps([m for m in {FORBIDDEN!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)

@@ -1,0 +1,93 @@
+"""The one safety layer between every policy and every robot (simulated, emulated or real).
+
+Commands: non-finite values become the safe command and a fault record; the rest is
+clipped to the configured command range, then rate-limited to the configured change
+per control step. States: a position or velocity outside its configured limit stops
+the run (``SafetyStopError``) after the robot is told to safe-stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from deploy.hardware_config import HardwareConfig
+
+EventSink = Callable[[str, dict[str, Any]], None]
+"""Where safety events go: ``sink(topic, record)`` (the run's MCAP log)."""
+
+
+class SafetyStopError(RuntimeError):
+    """A state limit was violated; the robot has been told to safe-stop."""
+
+
+class SafetyLayer:
+    """Command filter and state monitor for the robot of ``config`` ([limits] and [safety] sections)."""
+
+    def __init__(self, config: HardwareConfig, sink: EventSink | None = None):
+        n = len(config.signals.actions)
+        lim = config.limits
+        self.low = np.full(n, -np.inf) if lim.command_low is None else np.asarray(lim.command_low)
+        self.high = np.full(n, np.inf) if lim.command_high is None else np.asarray(lim.command_high)
+        self.max_change = None if lim.max_command_change is None else np.asarray(lim.max_command_change)
+        self.safe_command = (
+            np.zeros(n) if config.safety.safe_command is None else np.asarray(config.safety.safe_command)
+        )
+        self.safe_command = np.clip(self.safe_command, self.low, self.high)
+        names = list(config.signals.observations)
+        self._pos_idx = np.array([names.index(k) for k in lim.position], dtype=int)
+        self._pos_lo = np.array([v[0] for v in lim.position.values()])
+        self._pos_hi = np.array([v[1] for v in lim.position.values()])
+        self._vel_idx = np.array([names.index(k) for k in lim.velocity], dtype=int)
+        self._vel_max = np.array(list(lim.velocity.values()))
+        self._limit_names = [*lim.position, *lim.velocity]
+        self.sink = sink
+        self.counts = {"non_finite_commands": 0, "clipped_commands": 0, "rate_limited_commands": 0, "state_stops": 0}
+        self._prev = self.safe_command.copy()
+
+    def reset(self, previous: np.ndarray | None = None) -> None:
+        """Start of an episode: the rate limit starts from ``previous`` (default: the safe command)."""
+        self._prev = self.safe_command.copy() if previous is None else np.asarray(previous, dtype=np.float64)
+
+    def command(self, cmd: np.ndarray) -> np.ndarray:
+        """The command to send for the policy's ``cmd`` [act_dim]."""
+        cmd = np.asarray(cmd, dtype=np.float64)
+        if not np.all(np.isfinite(cmd)):
+            self.counts["non_finite_commands"] += 1
+            self._event("/fault", {"source": "safety", "code": "non_finite_command", "command": cmd})
+            out = self.safe_command.copy()
+        else:
+            out = np.minimum(np.maximum(cmd, self.low), self.high)
+            if not np.array_equal(out, cmd):
+                self.counts["clipped_commands"] += 1
+            if self.max_change is not None:
+                limited = np.minimum(np.maximum(out, self._prev - self.max_change), self._prev + self.max_change)
+                if not np.array_equal(limited, out):
+                    self.counts["rate_limited_commands"] += 1
+                out = limited
+        self._prev = out
+        return out
+
+    def check_state(self, obs: np.ndarray) -> None:
+        """Raise ``SafetyStopError`` naming the first observation outside its limit."""
+        if self._limit_names:
+            bad = self._violations(np.asarray(obs, dtype=np.float64))
+            if bad:
+                self.counts["state_stops"] += 1
+                self._event("/fault", {"source": "safety", "code": "state_limit", "detail": bad})
+                raise SafetyStopError(f"state limit violated: {bad}")
+
+    def _violations(self, obs: np.ndarray) -> str:
+        pos, vel = obs[self._pos_idx], obs[self._vel_idx]
+        for i in np.flatnonzero((pos < self._pos_lo) | (pos > self._pos_hi) | ~np.isfinite(pos)):
+            return f"{self._limit_names[i]} = {pos[i]:.4g} outside [{self._pos_lo[i]:.4g}, {self._pos_hi[i]:.4g}]"
+        for i in np.flatnonzero(~(np.abs(vel) <= self._vel_max)):
+            name = self._limit_names[len(self._pos_idx) + i]
+            return f"|{name}| = {abs(vel[i]):.4g} above {self._vel_max[i]:.4g}"
+        return ""
+
+    def _event(self, topic: str, record: dict[str, Any]) -> None:
+        if self.sink is not None:
+            self.sink(topic, record)

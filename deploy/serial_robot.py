@@ -1,0 +1,177 @@
+"""A robot behind a serial link (protocol v1, ``docs/protocol.md``), as a ``RobotLink``.
+
+Opening it is the start-up handshake: HELLO until INFO answers (bounded attempts),
+then the robot's id, sizes and control period are checked against the hardware
+config. Every command is answered by a state with the command's sequence number;
+``max_missed_replies`` missed answers in a row mean the link is lost
+(``LinkLostError``), and a state saying the robot safe-stopped itself (its watchdog,
+a bad command) raises ``RobotFaultError``: the runtime decides what happens next.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import serial
+
+from deploy import protocol as pr
+from deploy.errors import HardwareConfigError
+from deploy.hardware_config import HardwareConfig
+from deploy.robot import RobotState
+from deploy.transport import LinkLostError, SerialTransport
+
+_HANDSHAKE_ATTEMPTS = 3
+
+
+class NoHardwareError(ConnectionError):
+    """Nothing answered the handshake: no device, no reply, or only garbage on the line."""
+
+
+class RobotFaultError(RuntimeError):
+    """The robot reported a latched fault and safe-stopped its motors (e.g. its watchdog fired)."""
+
+
+class SerialRobot:
+    """The robot of ``config`` on ``port`` (default: ``[serial] port``); raises ``NoHardwareError`` when
+    nothing answers, ``HardwareConfigError`` when what answers is not the configured robot."""
+
+    holds_state = True
+    """A physical robot stays where it is between commands: the session runs the start-up ramp on it."""
+
+    def __init__(self, config: HardwareConfig, port: str | None = None):
+        if config.serial is None:
+            raise HardwareConfigError(f"hardware config {config.path}: robot.link = 'serial' needs a [serial] section")
+        self.config, self.settings = config, config.serial
+        self.port = port or config.serial.port
+        self.transport = SerialTransport(self.port, self.settings.baud, self.settings.reply_timeout_s)
+        self.faults: list[tuple[float, int, str]] = []  # (monotonic time, code, message) as they arrived
+        self.info: pr.Info | None = None
+        self._state: RobotState | None = None
+        self._missed = 0
+        self._t = 0.0
+        try:
+            self.transport.open()
+        except (OSError, serial.SerialException) as e:
+            raise NoHardwareError(f"cannot open {self.port}: {e}") from None
+        try:
+            self.info = self._handshake()
+        except BaseException:
+            self.transport.close()
+            raise
+        self.robot_id = self.info.robot_id
+        self._check_info(self.info)
+
+    def __enter__(self) -> SerialRobot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Safe-stop the motors (best effort), then release the port."""
+        if self.info is not None:
+            self.info = None
+            self.safe_stop()
+        self.transport.close()
+
+    def safe_stop(self) -> bool:
+        """Send SAFE_STOP and wait one reply timeout for the robot to confirm; whether it did."""
+        try:
+            seq = self.transport.send(pr.SafeStop())
+            return self._reply(seq) is not None
+        except LinkLostError:
+            return False
+
+    def reset(self, seed: int | None = None) -> None:
+        seq = self.transport.send(pr.Reset(0 if seed is None else int(seed) % 2**64))
+        self._t = 0.0
+        self._state = None
+        self._await_state(seq)
+
+    def read_state(self) -> RobotState:
+        if self._state is None:
+            raise RuntimeError("no episode started; call reset() first")
+        return self._state
+
+    def write_command(self, cmd: np.ndarray) -> np.ndarray:
+        sent = np.asarray(cmd, dtype=np.float32)
+        seq = self.transport.send(pr.Command(sent))
+        self._t += self.config.control.period_s
+        self._await_state(seq)
+        return sent.astype(np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        return {"link": "serial", "port": self.port, "robot_id": self.robot_id}
+
+    def counters(self) -> dict[str, int]:
+        """Link health counters (see ``LinkCounters``)."""
+        return dict(vars(self.transport.counters))
+
+    def _handshake(self) -> pr.Info:
+        wait = self.settings.handshake_timeout_s / _HANDSHAKE_ATTEMPTS
+        for _ in range(_HANDSHAKE_ATTEMPTS):
+            try:
+                self.transport.send(pr.Hello())
+                deadline = time.perf_counter() + wait
+                while (frame := self.transport.receive(deadline)) is not None:
+                    if isinstance(frame.msg, pr.Info):
+                        return frame.msg
+            except LinkLostError as e:
+                raise NoHardwareError(str(e)) from None
+        c = self.transport.counters
+        heard = f"{c.bad_frames} bad frames" if c.bad_frames or c.oversized_frames else "no reply"
+        raise NoHardwareError(
+            f"no robot answered on {self.port} within {self.settings.handshake_timeout_s} s ({heard}); "
+            "check the cable, the port and that the controller is powered"
+        )
+
+    def _check_info(self, info: pr.Info) -> None:
+        cfg, where = self.config, f"hardware config {self.config.path}"
+        problems = []
+        if info.robot_id != cfg.robot.name:
+            problems.append(f"robot id {info.robot_id!r} (robot.name is {cfg.robot.name!r})")
+        if info.obs_dim != len(cfg.signals.observations):
+            problems.append(f"{info.obs_dim} observations (signals lists {len(cfg.signals.observations)})")
+        if info.act_dim != len(cfg.signals.actions):
+            problems.append(f"{info.act_dim} actions (signals lists {len(cfg.signals.actions)})")
+        if not math.isclose(info.period_us * 1e-6, cfg.control.period_s, rel_tol=1e-6, abs_tol=1e-6):
+            problems.append(f"control period {info.period_us} us (control.period_s is {cfg.control.period_s})")
+        if problems:
+            self.close()
+            raise HardwareConfigError(
+                f"{where}: the robot on {self.port} reports {'; '.join(problems)}; "
+                "fix the config or connect the robot it describes"
+            )
+
+    def _await_state(self, seq: int) -> None:
+        state = self._reply(seq)
+        if state is None:
+            self._missed += 1
+            if self._missed >= self.settings.max_missed_replies:
+                raise LinkLostError(
+                    f"{self.port}: {self._missed} replies missed in a row "
+                    f"(reply timeout {self.settings.reply_timeout_s * 1e3:.1f} ms)"
+                )
+            return  # keep the last state: one late reply is tolerated
+        self._missed = 0
+        self._state = RobotState(
+            state.obs.astype(np.float64), float(state.reward), bool(state.flags & pr.FLAG_DONE), self._t
+        )
+        if state.flags & pr.FLAG_STOPPED:
+            last = self.faults[-1][2] if self.faults else "no fault message received"
+            raise RobotFaultError(f"{self.config.robot.name} safe-stopped its motors: {last}")
+
+    def _reply(self, seq: int) -> pr.State | None:
+        """The STATE answering ``seq`` (FAULTs on the way are recorded), or None after the reply timeout."""
+        deadline = time.perf_counter() + self.settings.reply_timeout_s
+        while (frame := self.transport.receive(deadline)) is not None:
+            msg = frame.msg
+            if isinstance(msg, pr.Fault):
+                self.faults.append((time.monotonic(), int(msg.code), msg.message))
+            elif isinstance(msg, pr.State) and msg.cmd_seq == seq:
+                return msg
+        self.transport.counters.timeouts += 1
+        return None

@@ -1,0 +1,186 @@
+"""One run on one robot: open it (or its simulated stand-in), start it up, pace, guard, log, survive link loss.
+
+Start-up: handshake (opening the link) → the safe command → a ramp to the configured
+start pose → episodes. Every command goes through the safety layer; every control step
+is deadline-paced and timed per section; state, commands, timings, faults and link
+switches go to the run's MCAP log. No hardware answering at start → the ``[fallback]``
+simulation, said loudly; the link lost (or the robot faulted) mid-run → safe-stop,
+then continue in simulation or stop, as ``fallback.on_link_loss`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from deploy.hardware_config import HardwareConfig
+from deploy.pacing import LoopTimer
+from deploy.robot import RobotLink, open_fallback, open_link
+from deploy.safety import SafetyLayer, SafetyStopError
+from deploy.serial_robot import NoHardwareError, RobotFaultError
+from deploy.transport import LinkLostError
+
+log = logging.getLogger(__name__)
+Logger = Callable[[str, dict[str, Any]], None]
+Act = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class RunStoppedError(RuntimeError):
+    """The run ended early, safely: the link was lost (``on_link_loss = "stop"``), a state limit was hit."""
+
+
+class RobotSession:
+    """The robot of ``config``; ``port`` overrides ``[serial] port``; ``task`` a simulated robot's task.
+
+    ``log_fn(topic, record)`` receives every log record (e.g. ``RunLogger.log``); ``idle_fn(until)`` is told
+    when the loop sleeps (e.g. ``RunLogger.set_budget``); ``time_scale`` > 1 paces faster than real time (for
+    emulated or simulated robots), 0 runs unpaced.
+    """
+
+    def __init__(
+        self,
+        config: HardwareConfig,
+        *,
+        task: int | Mapping[str, Any] | None = None,
+        port: str | None = None,
+        log_fn: Logger | None = None,
+        time_scale: float = 1.0,
+        idle_fn: Callable[[float], None] | None = None,
+    ):
+        self.config, self.task = config, task
+        self.log_fn = log_fn or (lambda topic, record: None)
+        self.safety = SafetyLayer(config, sink=self.log_fn)
+        self.timer = LoopTimer(config.control.period_s, time_scale, idle_fn)
+        self._idle_fn = idle_fn
+        self.events: list[dict[str, Any]] = []
+        self._faults_seen = 0
+        self._episode_index = 0
+        self.link = self._open(port)
+        self._startup()
+
+    def close(self) -> None:
+        """Safe-stop and release the robot (idempotent)."""
+        if self.link is not None:
+            self.link.close()
+            self.link = None  # type: ignore[assignment]
+
+    def __enter__(self) -> RobotSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def episode(self, act: Act, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
+        """(return, length) of one episode; re-run on the simulation if the link fails over to it."""
+        while True:
+            try:
+                return self._episode(act, params, seed, steps)
+            except (LinkLostError, RobotFaultError, SafetyStopError) as e:
+                self._on_failure(e)
+            finally:
+                if self._idle_fn is not None:
+                    self._idle_fn(math.inf)  # between episodes the log writer may run freely
+
+    def _episode(self, act: Act, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
+        link, timer, safety, log_fn = self.link, self.timer, self.safety, self.log_fn
+        index = self._episode_index
+        self._episode_index += 1
+        link.reset(seed)
+        safety.reset()
+        state = link.read_state()
+        total, length = 0.0, 0
+        timer.start()
+        for step in range(steps):
+            timer.wait()
+            cmd = act(state.obs, params)
+            timer.lap("infer")
+            safe = safety.command(cmd)
+            timer.lap("safety")
+            sent = link.write_command(safe)
+            state = link.read_state()
+            timer.lap("io")
+            safety.check_state(state.obs)
+            total += state.reward
+            length += 1
+            log_fn("/state", {"episode": index, "step": step, "t": state.t, "obs": state.obs, "reward": state.reward})
+            log_fn("/command", {"episode": index, "step": step, "policy": cmd, "sent": sent})
+            self._log_robot_faults()
+            timer.lap("log")
+            if state.done:
+                break
+        jit = timer.jitter[-length:] if timer.jitter else []
+        log_fn("/timing", {"episode": index, "steps": length, "jitter_max_ms": 1e3 * max(jit, default=0.0)})
+        return total, length
+
+    def _open(self, port: str | None) -> RobotLink:
+        try:
+            link = open_link(self.config, self.task, port)
+        except NoHardwareError as e:
+            if self.config.fallback is None:
+                raise NoHardwareError(f"{e}; add a [fallback] section to run on simulation instead") from None
+            self._switch("none", f"no hardware: {e}")
+            return open_fallback(self.config, self.task)
+        self._event("/link", {"event": "open", "link": link.describe()})
+        return link
+
+    def _startup(self) -> None:
+        """Safe command, then a paced ramp to the start pose (robots that hold a state between episodes)."""
+        if not getattr(self.link, "holds_state", False):
+            return
+        s = self.config.safety
+        pose = self.safety.safe_command if s.startup_pose is None else np.asarray(s.startup_pose)
+        steps = max(1, s.startup_steps)
+        self.timer.start()
+        for k in range(steps + 1):
+            self.timer.wait()
+            cmd = self.safety.safe_command + (pose - self.safety.safe_command) * (k / steps)
+            self.link.write_command(self.safety.command(cmd))
+        self._event("/link", {"event": "startup_done", "steps": steps})
+
+    def _on_failure(self, error: Exception) -> None:
+        t0 = time.perf_counter()
+        confirmed = bool(getattr(self.link, "safe_stop", lambda: False)())
+        kind = {LinkLostError: "link_lost", RobotFaultError: "robot_fault"}.get(type(error), "state_limit")
+        self._log_robot_faults()
+        self._event(
+            "/fault",
+            {"source": "runtime", "code": kind, "detail": str(error), "safe_stop_confirmed": confirmed,
+             "safe_stop_ms": 1e3 * (time.perf_counter() - t0)},
+        )  # fmt: skip
+        policy = self.config.fallback.on_link_loss if self.config.fallback else "stop"
+        self._close_quietly()
+        if kind == "state_limit" or policy == "stop":
+            raise RunStoppedError(f"{kind}: {error}; the robot was safe-stopped and the run ended") from None
+        self._switch(kind, str(error))
+        self.link = open_fallback(self.config, self.task)
+        self._faults_seen = 0
+
+    def _switch(self, reason: str, detail: str) -> None:
+        fb = self.config.fallback
+        msg = f"NO HARDWARE ({detail}): RUNNING ON SIMULATION {fb.family!r}" if reason == "none" else (
+            f"LINK {reason.upper()} ({detail}): CONTINUING ON SIMULATION {fb.family!r}")  # fmt: skip
+        log.warning(msg)
+        print(f"*** {msg} ***", file=sys.stderr, flush=True)
+        self._event("/link", {"event": "switch_to_sim", "reason": reason, "detail": detail, "family": fb.family})
+
+    def _close_quietly(self) -> None:
+        try:
+            self.link.close()
+        except (LinkLostError, OSError) as e:
+            log.debug("closing the failed link: %s", e)
+
+    def _log_robot_faults(self) -> None:
+        faults = getattr(self.link, "faults", ())
+        for t, code, message in faults[self._faults_seen :]:
+            self._event("/fault", {"source": "robot", "code": code, "detail": message, "t": t})
+        self._faults_seen = len(faults)
+
+    def _event(self, topic: str, record: dict[str, Any]) -> None:
+        self.events.append({"topic": topic, **record})
+        self.log_fn(topic, record)

@@ -1,0 +1,199 @@
+"""The runtime over a real serial device (a pty) against the emulator in its own process.
+
+Parity with the in-process simulator, fallback when no hardware answers, link loss mid-run
+(stop and continue-in-sim), the robot's watchdog, SIGTERM, bad frames and config mismatches.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tty
+
+import numpy as np
+import pytest
+from conftest import CONFIG_DIR, REPO
+
+from deploy import HardwareConfigError, load_hardware_config, run_online
+from deploy import protocol as pr
+from deploy.run_logger import read_log
+from deploy.serial_robot import NoHardwareError, RobotFaultError, SerialRobot
+from deploy.transport import SerialTransport
+from metactl.sim2real import emulator_process
+
+SERIAL = os.path.join(CONFIG_DIR, "serial_halfcheetah_fb.toml")
+
+
+def serial_config(tmp_path, **edits: str) -> str:
+    """The shipped serial HalfCheetah config with 20-step episodes and ``edits`` (old text -> new text)."""
+    with open(SERIAL) as f:
+        text = f.read().replace("# episode_steps = 200", "episode_steps = 20")
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / "robot.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    """Start an emulator for a config path; yields (device path, process-dir)."""
+    procs = []
+
+    def start(config_path: str, scenario: str | None = None) -> str:
+        ctx = emulator_process(config_path, str(tmp_path / f"emu{len(procs)}"), scenario)
+        procs.append(ctx)
+        return ctx.__enter__().port
+
+    yield start
+    for ctx in procs:
+        ctx.__exit__(None, None, None)
+
+
+def test_runtime_over_the_pty_equals_the_in_process_simulator(hc_identity_bundle, shipped_config, emulator, tmp_path):
+    config = serial_config(tmp_path)
+    port = emulator(config)
+    over_serial = run_online(hc_identity_bundle, config, port=port, seed=4, time_scale=20, out_dir=str(tmp_path / "o"))
+    sim_cfg = load_hardware_config(shipped_config("halfcheetah_fb"))
+    in_process = run_online(hc_identity_bundle, sim_cfg, seed=4)
+    assert over_serial.link["link"] == "serial" and over_serial.status == "completed"
+    # Same physics, same seeds, float32 on the wire as in the graph: the same returns.
+    got = [e.episode_return for e in over_serial.episodes]
+    want = [e.episode_return for e in in_process.episodes]
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert over_serial.health["link_counters"]["bad_frames"] == 0
+    assert over_serial.health["link_counters"]["missing_frames"] == 0
+    log = read_log(str(tmp_path / "o" / "run.mcap"))
+    assert len(log["/state"]) == sum(e.length for e in over_serial.episodes)
+    assert [r["episode_return"] for r in log["/adaptation"]] == pytest.approx(got)
+
+
+def test_no_hardware_runs_on_the_fallback_simulation_loudly(hc_identity_bundle, shipped_config, tmp_path, capfd):
+    config = serial_config(tmp_path, **{"handshake_timeout_s = 1.0": "handshake_timeout_s = 0.3"})
+    report = run_online(hc_identity_bundle, config, port=str(tmp_path / "no_such_device"), seed=4, time_scale=0)
+    assert report.link["link"] == "sim" and report.status == "completed"
+    assert next(e["event"] for e in report.events if e["topic"] == "/link") == "switch_to_sim"
+    assert "NO HARDWARE" in capfd.readouterr().err
+    in_process = run_online(hc_identity_bundle, load_hardware_config(shipped_config("halfcheetah_fb")), seed=4)
+    assert report.pre_adaptation_return == in_process.pre_adaptation_return
+
+
+def test_no_hardware_without_fallback_is_a_clear_error(hc_identity_bundle, tmp_path):
+    text = open(serial_config(tmp_path)).read()
+    fallback = text[text.index("[fallback]") : text.index("[emulator]")]
+    path = tmp_path / "nofallback.toml"
+    path.write_text(text.replace(fallback, ""))
+    with pytest.raises(NoHardwareError, match=r"cannot open .*add a \[fallback\] section"):
+        run_online(hc_identity_bundle, str(path), port=str(tmp_path / "nothing"))
+
+
+def test_a_line_of_garbage_is_no_hardware(tmp_path):
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    stop = threading.Event()
+
+    def babble() -> None:
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            os.write(master, bytes([0]) + rng.integers(1, 256, 40, dtype=np.uint8).tobytes() + bytes([0]))
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=babble, daemon=True)
+    thread.start()
+    config = load_hardware_config(serial_config(tmp_path, **{"handshake_timeout_s = 1.0": "handshake_timeout_s = 0.3"}))
+    try:
+        with pytest.raises(NoHardwareError, match=r"no robot answered .* bad frames"):
+            SerialRobot(config, port=os.ttyname(slave))
+    finally:
+        stop.set()
+        thread.join()
+        os.close(master)
+        os.close(slave)
+
+
+def test_handshake_mismatch_names_what_differs(tmp_path, emulator):
+    port = emulator(serial_config(tmp_path))
+    other = load_hardware_config(
+        serial_config(
+            tmp_path, **{'name = "serial_halfcheetah_fb"': 'name = "other_bot"', "period_s = 0.05": "period_s = 0.02"}
+        )
+    )
+    with pytest.raises(HardwareConfigError, match=r"reports robot id 'serial_halfcheetah_fb' .*control period 50000 us"):
+        SerialRobot(other, port=port)
+
+
+@pytest.mark.parametrize("on_loss", ["stop", "sim"])
+def test_killing_the_emulator_mid_run(hc_identity_bundle, tmp_path, on_loss):
+    config = serial_config(tmp_path, **{'on_link_loss = "stop"': f'on_link_loss = "{on_loss}"'})
+    out = str(tmp_path / "out")
+    with emulator_process(config, str(tmp_path / "emu")) as emu:
+        killer = threading.Timer(0.6, os.kill, (emu.pid, signal.SIGKILL))
+        killer.start()
+        report = run_online(hc_identity_bundle, config, port=emu.port, out_dir=out, time_scale=1)
+        killer.join()
+    faults = [e for e in report.events if e["topic"] == "/fault" and e["source"] == "runtime"]
+    assert [f["code"] for f in faults] == ["link_lost"]
+    log = read_log(os.path.join(out, "run.mcap"))
+    assert [r["code"] for r in log["/fault"] if r["source"] == "runtime"] == ["link_lost"]
+    if on_loss == "stop":
+        assert report.status.startswith("stopped: link_lost") and report.link["link"] == "serial"
+    else:
+        assert report.status == "completed" and report.link["link"] == "sim"
+        assert [r["event"] for r in log["/link"]][-1] == "switch_to_sim"
+        assert len(log["/adaptation"]) == len(report.episodes)
+
+
+def test_the_robot_watchdog_stops_a_stalled_host(tmp_path, emulator):
+    config = load_hardware_config(serial_config(tmp_path))
+    with SerialRobot(config, port=emulator(config.path)) as robot:
+        robot.reset(0)
+        robot.write_command(np.zeros(6))
+        time.sleep(config.safety.watchdog_s + 0.2)  # the host stalls
+        with pytest.raises(RobotFaultError, match="safe-stopped its motors: no valid command for"):
+            robot.write_command(np.zeros(6))
+        assert robot.faults[0][1] == pr.FaultCode.WATCHDOG
+
+
+def test_sigterm_safe_stops_the_robot_and_closes_the_log(hc_identity_bundle, tmp_path):
+    config = serial_config(tmp_path)
+    out = tmp_path / "out"
+    with emulator_process(config, str(tmp_path / "emu")) as emu:
+        port = emu.port
+        cmd = [sys.executable, "-m", "metactl.cli", "run", "--bundle", hc_identity_bundle, "--config", config,
+               "--port", port, "--out", str(out), "--time-scale", "1"]  # fmt: skip
+        proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True)
+        time.sleep(4.0)  # start-up (imports, handshake) then a few paced steps
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    emulator_log = open(tmp_path / "emu" / "emulator.log").read()
+    assert int(re.search(r"\|\s+safe_stops \|\s+(\d+) \|", emulator_log).group(1)) >= 1, emulator_log
+    log = read_log(str(out / "run.mcap"))
+    assert log["/state"] and log["/link"][0]["event"] == "open"
+
+
+def test_bad_frames_are_counted_and_skipped(tmp_path):
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    transport = SerialTransport(os.ttyname(slave), 115200)
+    transport.open()
+    try:
+        good = [pr.encode(pr.Heartbeat(), seq, 0) for seq in range(3)]
+        corrupt = bytearray(good[1])
+        corrupt[5] ^= 0x40
+        os.write(master, b"\x13\x37garbage" + good[0] + bytes(corrupt) + good[2] + b"\x00" * 3)
+        frames = [transport.receive(time.perf_counter() + 1.0) for _ in range(2)]
+        assert [f.seq for f in frames] == [0, 2]
+        c = transport.counters
+        assert (c.bad_frames, c.missing_frames, c.received) == (2, 1, 2)  # garbage + corrupt; seq 1 missing
+    finally:
+        transport.close()
+        os.close(master)
+        os.close(slave)
