@@ -37,14 +37,13 @@ class SafetyLayer:
         )
         self.safe_command = np.clip(self.safe_command, self.low, self.high)
         names = list(config.signals.observations)
-        self._pos_idx = np.array([names.index(k) for k in lim.position], dtype=int)
-        self._pos_lo = np.array([v[0] for v in lim.position.values()])
-        self._pos_hi = np.array([v[1] for v in lim.position.values()])
-        self._vel_idx = np.array([names.index(k) for k in lim.velocity], dtype=int)
-        self._vel_max = np.array(list(lim.velocity.values()))
+        # Position and velocity limits as one vector check: |v| <= max is -max <= v <= max.
         self._limit_names = [*lim.position, *lim.velocity]
+        self._limit_idx = np.array([names.index(k) for k in self._limit_names], dtype=int)
+        self._limit_lo = np.array([v[0] for v in lim.position.values()] + [-v for v in lim.velocity.values()])
+        self._limit_hi = np.array([v[1] for v in lim.position.values()] + list(lim.velocity.values()))
         self.sink = sink
-        self.counts = {"non_finite_commands": 0, "clipped_commands": 0, "rate_limited_commands": 0, "state_stops": 0}
+        self.counts = {"non_finite_commands": 0, "limited_commands": 0, "state_stops": 0}
         self._prev = self.safe_command.copy()
 
     def reset(self, previous: np.ndarray | None = None) -> None:
@@ -54,39 +53,30 @@ class SafetyLayer:
     def command(self, cmd: np.ndarray) -> np.ndarray:
         """The command to send for the policy's ``cmd`` [act_dim]."""
         cmd = np.asarray(cmd, dtype=np.float64)
-        if not np.all(np.isfinite(cmd)):
+        if not np.isfinite(cmd).all():
             self.counts["non_finite_commands"] += 1
             self._event("/fault", {"source": "safety", "code": "non_finite_command", "command": cmd})
             out = self.safe_command.copy()
         else:
-            out = np.minimum(np.maximum(cmd, self.low), self.high)
-            if not np.array_equal(out, cmd):
-                self.counts["clipped_commands"] += 1
+            out = np.clip(cmd, self.low, self.high)
             if self.max_change is not None:
-                limited = np.minimum(np.maximum(out, self._prev - self.max_change), self._prev + self.max_change)
-                if not np.array_equal(limited, out):
-                    self.counts["rate_limited_commands"] += 1
-                out = limited
+                out = np.clip(out, self._prev - self.max_change, self._prev + self.max_change)
+            if (out != cmd).any():
+                self.counts["limited_commands"] += 1
         self._prev = out
         return out
 
     def check_state(self, obs: np.ndarray) -> None:
-        """Raise ``SafetyStopError`` naming the first observation outside its limit."""
+        """Raise ``SafetyStopError`` naming the first observation outside its limit (NaN counts as outside)."""
         if self._limit_names:
-            bad = self._violations(np.asarray(obs, dtype=np.float64))
-            if bad:
+            v = np.asarray(obs)[self._limit_idx]
+            inside = (v >= self._limit_lo) & (v <= self._limit_hi)
+            if not inside.all():
+                i = int(np.flatnonzero(~inside)[0])
+                bad = f"{self._limit_names[i]} = {v[i]:.4g} outside [{self._limit_lo[i]:.4g}, {self._limit_hi[i]:.4g}]"
                 self.counts["state_stops"] += 1
                 self._event("/fault", {"source": "safety", "code": "state_limit", "detail": bad})
                 raise SafetyStopError(f"state limit violated: {bad}")
-
-    def _violations(self, obs: np.ndarray) -> str:
-        pos, vel = obs[self._pos_idx], obs[self._vel_idx]
-        for i in np.flatnonzero((pos < self._pos_lo) | (pos > self._pos_hi) | ~np.isfinite(pos)):
-            return f"{self._limit_names[i]} = {pos[i]:.4g} outside [{self._pos_lo[i]:.4g}, {self._pos_hi[i]:.4g}]"
-        for i in np.flatnonzero(~(np.abs(vel) <= self._vel_max)):
-            name = self._limit_names[len(self._pos_idx) + i]
-            return f"|{name}| = {abs(vel[i]):.4g} above {self._vel_max[i]:.4g}"
-        return ""
 
     def _event(self, topic: str, record: dict[str, Any]) -> None:
         if self.sink is not None:

@@ -169,11 +169,10 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     if report.status != "completed":
         print(f"metactl run: {report.status}", file=sys.stderr)
     timing = summary.get("timing", {})
-    if timing.get("cycles"):
+    if "deadline_met_fraction" in timing:
         print(
-            f"loop: {timing['cycles']} cycles, {100 * timing['deadline_met_fraction']:.2f}% on time"
-            + (f", jitter p99 {timing['jitter_p99_ms']:.3f} ms" if "jitter_p99_ms" in timing else "")
-            + f"; log: {os.path.join(args.out, 'run.mcap')}"
+            f"loop: {timing['cycles']} cycles, {100 * timing['deadline_met_fraction']:.2f}% on time, "
+            f"jitter p99 {timing['jitter_p99_ms']:.3f} ms; log: {os.path.join(args.out, 'run.mcap')}"
         )
     return summary
 

@@ -125,7 +125,9 @@ def test_handshake_mismatch_names_what_differs(tmp_path, emulator):
             tmp_path, **{'name = "serial_halfcheetah_fb"': 'name = "other_bot"', "period_s = 0.05": "period_s = 0.02"}
         )
     )
-    with pytest.raises(HardwareConfigError, match=r"reports robot id 'serial_halfcheetah_fb' .*control period 50000 us"):
+    with pytest.raises(
+        HardwareConfigError, match=r"reports robot id 'serial_halfcheetah_fb' .*control period 50000 us"
+    ):
         SerialRobot(other, port=port)
 
 
