@@ -199,3 +199,25 @@ def test_bad_frames_are_counted_and_skipped(tmp_path):
         transport.close()
         os.close(master)
         os.close(slave)
+
+
+def test_the_emulator_also_serves_a_pyserial_url(tmp_path):
+    config = load_hardware_config(serial_config(tmp_path))
+    port_file = tmp_path / "url"
+    cmd = [sys.executable, "-m", "metactl.cli", "emulate", "--config", config.path, "--listen", "tcp://127.0.0.1:0",
+           "--port-file", str(port_file)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not port_file.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.02)
+        url = port_file.read_text().strip()
+        assert url.startswith("socket://127.0.0.1:")
+        with SerialRobot(config, port=url) as robot:
+            robot.reset(1)
+            sent = robot.write_command(np.full(6, 0.5))
+            assert robot.read_state().obs.shape == (17,) and np.allclose(sent, 0.5)
+            assert robot.counters()["bad_frames"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
