@@ -51,6 +51,8 @@ class SerialRobot:
         self.info: pr.Info | None = None
         self._state: RobotState | None = None
         self._missed = 0
+        self._pending: int | None = None  # seq of the message whose answer has not been read yet
+        self._reply_deadline = 0.0
         self._t = 0.0
         try:
             self.transport.open()
@@ -79,6 +81,7 @@ class SerialRobot:
 
     def safe_stop(self) -> bool:
         """Send SAFE_STOP and wait one reply timeout for the robot to confirm; whether it did."""
+        self._pending = None  # whatever was in flight is superseded
         try:
             seq = self.transport.send(pr.SafeStop())
             return self._reply(seq) is not None
@@ -86,22 +89,37 @@ class SerialRobot:
             return False
 
     def reset(self, seed: int | None = None) -> None:
-        seq = self.transport.send(pr.Reset(0 if seed is None else int(seed) % 2**64))
+        self._collect()  # an unanswered command of the last episode must not answer for this reset
+        self._send(pr.Reset(0 if seed is None else int(seed) % 2**64))
         self._t = 0.0
         self._state = None
-        self._await_state(seq)
+        self._collect()
 
     def read_state(self) -> RobotState:
+        """The robot's answer to the last command, waiting for it if it has not arrived yet."""
+        self._collect()
         if self._state is None:
             raise RuntimeError("no episode started; call reset() first")
         return self._state
 
     def write_command(self, cmd: np.ndarray) -> np.ndarray:
+        """Send ``cmd`` and return at once (float32 on the wire, returned as float64): the robot answers
+        while the host's loop sleeps, and ``read_state`` picks the answer up at the next control step."""
+        self._collect()
         sent = np.asarray(cmd, dtype=np.float32)
-        seq = self.transport.send(pr.Command(sent))
+        self._send(pr.Command(sent))
         self._t += self.config.control.period_s
-        self._await_state(seq)
         return sent.astype(np.float64)
+
+    def _send(self, msg: pr.Message) -> None:
+        self._pending = self.transport.send(msg)
+        self._reply_deadline = time.perf_counter() + self.settings.reply_timeout_s
+
+    def _collect(self) -> None:
+        """Wait for the answer to the message in flight, if any."""
+        if self._pending is not None:
+            seq, self._pending = self._pending, None
+            self._await_state(seq)
 
     def describe(self) -> dict[str, Any]:
         return {"link": "serial", "port": self.port, "robot_id": self.robot_id}
@@ -147,7 +165,7 @@ class SerialRobot:
             )
 
     def _await_state(self, seq: int) -> None:
-        state = self._reply(seq)
+        state = self._reply(seq, self._reply_deadline)
         if state is None:
             self._missed += 1
             if self._missed >= self.settings.max_missed_replies:
@@ -164,9 +182,11 @@ class SerialRobot:
             last = self.faults[-1][2] if self.faults else "no fault message received"
             raise RobotFaultError(f"{self.config.robot.name} safe-stopped its motors: {last}")
 
-    def _reply(self, seq: int) -> pr.State | None:
-        """The STATE answering ``seq`` (FAULTs on the way are recorded), or None after the reply timeout."""
-        deadline = time.perf_counter() + self.settings.reply_timeout_s
+    def _reply(self, seq: int, deadline: float | None = None) -> pr.State | None:
+        """The STATE answering ``seq`` (FAULTs on the way are recorded), or None after ``deadline``
+        (``time.perf_counter()`` [s]; default: one reply timeout from now)."""
+        if deadline is None:
+            deadline = time.perf_counter() + self.settings.reply_timeout_s
         while (frame := self.transport.receive(deadline)) is not None:
             msg = frame.msg
             if isinstance(msg, pr.Fault):

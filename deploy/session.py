@@ -88,6 +88,8 @@ class RobotSession:
                     self._idle_fn(math.inf)  # between episodes the log writer may run freely
 
     def _episode(self, act: Act, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
+        """Each control step: wake at the deadline, read the robot's answer to the last command, infer,
+        guard, write, log. The robot answers while the loop sleeps, so a cycle never waits on the line."""
         link, timer, safety, log_fn = self.link, self.timer, self.safety, self.log_fn
         index = self._episode_index
         self._episode_index += 1
@@ -95,25 +97,29 @@ class RobotSession:
         safety.reset()
         state = link.read_state()
         total, length = 0.0, 0
+        cmd = sent = safety.safe_command  # what the previous cycle sent (logged with the state it caused)
         timer.start()
-        for step in range(steps):
+        for step in range(steps + 1):
             timer.wait()
+            if step > 0:
+                state = link.read_state()
+                timer.lap("read")
+                safety.check_state(state.obs)
+                total += state.reward
+                length += 1
+                log_fn("/state", {"episode": index, "step": step - 1, "t": state.t, "obs": state.obs,
+                                  "reward": state.reward})  # fmt: skip
+                log_fn("/command", {"episode": index, "step": step - 1, "policy": cmd, "sent": sent})
+                self._log_robot_faults()
+                timer.lap("log")
+                if state.done or step == steps:
+                    break
             cmd = act(state.obs, params)
             timer.lap("infer")
             safe = safety.command(cmd)
             timer.lap("safety")
             sent = link.write_command(safe)
-            state = link.read_state()
-            timer.lap("io")
-            safety.check_state(state.obs)
-            total += state.reward
-            length += 1
-            log_fn("/state", {"episode": index, "step": step, "t": state.t, "obs": state.obs, "reward": state.reward})
-            log_fn("/command", {"episode": index, "step": step, "policy": cmd, "sent": sent})
-            self._log_robot_faults()
-            timer.lap("log")
-            if state.done:
-                break
+            timer.lap("write")
         jit = timer.jitter[-length:] if timer.jitter else []
         log_fn("/timing", {"episode": index, "steps": length, "jitter_max_ms": 1e3 * max(jit, default=0.0)})
         return total, length
@@ -141,6 +147,7 @@ class RobotSession:
             self.timer.wait()
             cmd = self.safety.safe_command + (pose - self.safety.safe_command) * (k / steps)
             self.link.write_command(self.safety.command(cmd))
+            self.link.read_state()
         self._event("/link", {"event": "startup_done", "steps": steps})
 
     def _on_failure(self, error: Exception) -> None:

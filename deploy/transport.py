@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import select
@@ -88,9 +89,10 @@ class SerialTransport:
         """The next good frame, waiting until ``deadline`` (``time.perf_counter()`` seconds); None on timeout."""
         while not self._pending:
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            wait = max(0.0, remaining)  # past the deadline: one last poll of what already arrived
+            self._feed(self._io(functools.partial(self._read, wait)))
+            if not self._pending and remaining <= 0:
                 return None
-            self._feed(self._io(lambda r=remaining: self._read(r)))
         return self._pending.popleft()
 
     def drain(self) -> list[pr.Frame]:

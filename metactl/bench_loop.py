@@ -66,8 +66,10 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
             "jitter_p99_ms": timing["jitter_p99_ms"],
             "inference_p50_us": timing["infer_p50_us"],
             "inference_p99_us": timing["infer_p99_us"],
-            "io_p50_us": timing["io_p50_us"],
-            "io_p99_us": timing["io_p99_us"],
+            "read_p50_us": timing["read_p50_us"],
+            "read_p99_us": timing["read_p99_us"],
+            "write_p50_us": timing["write_p50_us"],
+            "write_p99_us": timing["write_p99_us"],
             "lost_frames": counters["missing_frames"] + counters["timeouts"],
             "bad_frames": counters["bad_frames"] + counters["oversized_frames"],
             "logged_messages": logger.messages_written,
@@ -82,7 +84,8 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
     }
     write_summary(out_dir, summary)
     keys = ("rate_hz", "deadline_met_fraction", "jitter_p50_ms", "jitter_p99_ms", "inference_p50_us",
-            "inference_p99_us", "io_p50_us", "io_p99_us", "lost_frames", "bad_frames")  # fmt: skip
+            "inference_p99_us", "read_p50_us", "read_p99_us", "write_p50_us", "write_p99_us", "lost_frames",
+            "bad_frames")  # fmt: skip
     rows = [(k, *(_cell(r[k]) for r in runs.values())) for k in keys]
     print(format_table("metactl bench loop: host <-> emulator over a pty", ("", *(f"{r} Hz" for r in runs)), rows))
     return summary

@@ -158,8 +158,9 @@ def test_the_robot_watchdog_stops_a_stalled_host(tmp_path, emulator):
         robot.reset(0)
         robot.write_command(np.zeros(6))
         time.sleep(config.safety.watchdog_s + 0.2)  # the host stalls
+        robot.write_command(np.zeros(6))
         with pytest.raises(RobotFaultError, match="safe-stopped its motors: no valid command for"):
-            robot.write_command(np.zeros(6))
+            robot.read_state()
         assert robot.faults[0][1] == pr.FaultCode.WATCHDOG
 
 
