@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -130,7 +131,7 @@ def run_online(
             except RunStoppedError as e:
                 status = f"stopped: {e}"
                 log.warning("run stopped safely: %s", e)
-            link_info = session.link.describe() if session.link is not None else runner.last_link
+            link_info = session.link.describe()
             health = {"timing": session.timer.summary(), "safety": dict(session.safety.counts)}
             if hasattr(session.link, "counters"):
                 health["link_counters"] = session.link.counters()
@@ -186,7 +187,6 @@ class _EpisodeRunner:
     def __init__(self, session: RobotSession, bundle: Bundle, steps: int, log_level: int):
         self.session, self.bundle, self.steps, self.log_level = session, bundle, steps, log_level
         self.records: list[EpisodeRecord] = []
-        self.last_link: dict[str, Any] = session.link.describe()
 
     def run(self, kind: str, params: np.ndarray, seed: int, step: int, rnd: int = -1, query: int = -1) -> float:
         ret, length = self.session.episode(self.bundle.act, params, seed, self.steps)
@@ -205,12 +205,19 @@ def _adapt(
     query_seeds: Iterator[int],
     step: int,
 ) -> np.ndarray:
-    """One run of ``operator`` from ``params``; every vector it asks for is one robot episode. New params."""
+    """One run of ``operator`` from ``params``; every vector it asks for is one robot episode. New params.
+
+    The operator's own work (ask, tell) runs between episodes, off the control loop; its time is logged."""
     state = operator.start(params, op_seed)
     for rnd, n in enumerate(operator.schedule()):
+        t0 = time.perf_counter()
         candidates = operator.ask(state)
+        ask_s = time.perf_counter() - t0
         if len(candidates) != n:
             raise RuntimeError(f"operator asked for {len(candidates)} queries in round {rnd}; its schedule says {n}")
         returns = [runner.run("query", c, next(query_seeds), step, rnd, q) for q, c in enumerate(candidates)]
+        t0 = time.perf_counter()
         state = operator.tell(state, np.asarray(returns))
+        adapt_ms = 1e3 * (ask_s + time.perf_counter() - t0)
+        runner.session.log_fn("/adaptation_step", {"step": step, "round": rnd, "queries": n, "adapt_ms": adapt_ms})
     return np.asarray(state.params, dtype=np.float64)
