@@ -11,3 +11,7 @@ class BundleError(ValueError):
 
 class HardwareConfigError(ValueError):
     """A hardware config file is missing, malformed, or describes an impossible robot."""
+
+
+class ProtocolError(ValueError):
+    """A message that cannot be encoded, or bytes that are not a valid protocol v1 frame."""

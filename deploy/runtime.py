@@ -98,10 +98,7 @@ def run_online(
         fix = "re-run `metactl export`"
         raise BundleError(f"bundle {bundle_dir}: metadata 'adaptation' is invalid ({e}); {fix}") from None
     steps = config.control.episode_steps or meta["horizon"]
-    # Distinct draws: [0] evaluation seed, [1 .. S] operator seeds, the rest query-episode seeds.
-    n_seeds = 1 + adaptation_steps * (1 + sum(operator.schedule()))
-    seeds = [int(s) for s in np.random.default_rng(seed).choice(2**31 - 1, size=n_seeds, replace=False)]
-    eval_seed, op_seeds, query_seeds = seeds[0], seeds[1 : 1 + adaptation_steps], iter(seeds[1 + adaptation_steps :])
+    seeds = _Seeds.draw(seed, adaptation_steps, sum(operator.schedule()))
     if time_scale is None:
         time_scale = 1.0 if config.robot.link == "serial" else 0.0
     logger = None
@@ -124,10 +121,10 @@ def run_online(
         ):
             runner = _EpisodeRunner(session, bundle, steps, logging.INFO if progress else logging.DEBUG)
             try:
-                pre = runner.run("pre", params, eval_seed, step=0)
+                pre = runner.run("pre", params, seeds.evaluation, step=0)
                 for step in range(1, adaptation_steps + 1):
-                    params = _adapt(operator, runner, params, op_seeds[step - 1], query_seeds, step)
-                    post.append(runner.run("post", params, eval_seed, step=step))
+                    params = _adapt(operator, runner, params, seeds.operator[step - 1], seeds.queries, step)
+                    post.append(runner.run("post", params, seeds.evaluation, step=step))
             except RunStoppedError as e:
                 status = f"stopped: {e}"
                 log.warning("run stopped safely: %s", e)
@@ -158,6 +155,22 @@ def run_online(
     if out_dir is not None:
         write_report(report, out_dir, dataclasses.asdict(config))
     return report
+
+
+@dataclasses.dataclass
+class _Seeds:
+    """Distinct episode and operator seeds of one run: pre and post evaluations share one seed so they are
+    comparable; every operator run and every query episode gets its own."""
+
+    evaluation: int
+    operator: list[int]
+    queries: Iterator[int]
+
+    @classmethod
+    def draw(cls, seed: int, adaptation_steps: int, queries_per_step: int) -> _Seeds:
+        n = 1 + adaptation_steps * (1 + queries_per_step)
+        s = [int(x) for x in np.random.default_rng(seed).choice(2**31 - 1, size=n, replace=False)]
+        return cls(s[0], s[1 : 1 + adaptation_steps], iter(s[1 + adaptation_steps :]))
 
 
 @contextlib.contextmanager
