@@ -107,6 +107,7 @@ def run_online(
         logger = RunLogger(os.path.join(out_dir, LOG_FILE))
     params = np.array(bundle.params, dtype=np.float64)
     pre, post, status = math.nan, [], "completed"
+    runner, link_info, health, events = None, {"link": config.robot.link}, {}, ()
     try:
         with (
             _realtime_process(),
@@ -133,12 +134,15 @@ def run_online(
             if hasattr(session.link, "counters"):
                 health["link_counters"] = session.link.counters()
             events = tuple(session.events)
+    except RunStoppedError as e:  # the robot failed during start-up, before any episode
+        status = f"stopped: {e}"
+        log.warning("run stopped safely during start-up: %s", e)
     finally:
         if logger is not None:
             logger.close()
 
     report = OnlineReport(
-        episodes=tuple(runner.records),
+        episodes=tuple(runner.records) if runner is not None else (),
         pre_adaptation_return=pre,
         post_adaptation_returns=tuple(post),
         adapted_params=params,

@@ -62,7 +62,10 @@ class RobotSession:
         self._faults_seen = 0
         self._episode_index = 0
         self.link = self._open(port)
-        self._startup()
+        try:
+            self._startup()
+        except (LinkLostError, RobotFaultError) as e:
+            self._on_failure(e)  # RunStoppedError, or the run continues on the simulation
 
     def close(self) -> None:
         """Safe-stop and release the robot (idempotent)."""

@@ -136,7 +136,7 @@ def test_killing_the_emulator_mid_run(hc_identity_bundle, tmp_path, on_loss):
     config = serial_config(tmp_path, **{'on_link_loss = "stop"': f'on_link_loss = "{on_loss}"'})
     out = str(tmp_path / "out")
     with emulator_process(config, str(tmp_path / "emu")) as emu:
-        killer = threading.Timer(0.6, os.kill, (emu.pid, signal.SIGKILL))
+        killer = threading.Timer(1.5, os.kill, (emu.pid, signal.SIGKILL))  # start-up ramp ~0.55 s, episode 1 s
         killer.start()
         report = run_online(hc_identity_bundle, config, port=emu.port, out_dir=out, time_scale=1)
         killer.join()
@@ -222,3 +222,15 @@ def test_the_emulator_also_serves_a_pyserial_url(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_link_lost_during_start_up_stops_safely(hc_identity_bundle, tmp_path):
+    config = serial_config(tmp_path, **{"startup_steps = 10": "startup_steps = 400"})  # a 20 s ramp
+    with emulator_process(config, str(tmp_path / "emu")) as emu:
+        killer = threading.Timer(1.0, os.kill, (emu.pid, signal.SIGKILL))
+        killer.start()
+        report = run_online(hc_identity_bundle, config, port=emu.port, out_dir=str(tmp_path / "out"), time_scale=1)
+        killer.join()
+    assert report.status.startswith("stopped: link_lost") and report.episodes == ()
+    log = read_log(str(tmp_path / "out" / "run.mcap"))
+    assert [r["code"] for r in log["/fault"]] == ["link_lost"]
