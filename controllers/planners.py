@@ -1,0 +1,132 @@
+"""Sampling-based MPC planners for learned dynamics models, batched over candidates (numpy, robot-side).
+
+GrBAL / ReBAL (Nagabandi et al., ICLR 2019) act with a model-predictive controller over their
+adapted dynamics model: random shooting (the reference code's default, 500 candidates x horizon
+10), the cross-entropy method, and MPPI (Williams et al., "Information Theoretic MPC", 2017;
+what the paper ran in simulation). Each planner evaluates all candidate action sequences in one
+batch per horizon step: ``dynamics(obs [N, d], act [N, a]) -> next_obs [N, d]`` is the model (torch
+on the workstation, ONNX on the robot) and ``cost(obs, act, next_obs) -> [N]`` is the task's
+negated reward, injected by the caller. CEM and MPPI warm-start from their previous plan shifted
+by one step; ``reset()`` forgets it (at the start of an episode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Dynamics = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Batched model step: observations [N, obs_dim] and actions [N, act_dim] -> next observations [N, obs_dim]."""
+Cost = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""Batched per-step cost of (obs, act, next_obs) -> [N]; lower is better (e.g. minus the task reward)."""
+
+
+def sequence_costs(obs: np.ndarray, actions: np.ndarray, dynamics: Dynamics, cost: Cost) -> np.ndarray:
+    """Total cost [N] of each candidate sequence ``actions`` [N, H, act_dim] from observation ``obs`` [obs_dim]."""
+    n, horizon, _ = actions.shape
+    state = np.repeat(np.asarray(obs, dtype=np.float64)[None], n, axis=0)
+    total = np.zeros(n)
+    for t in range(horizon):
+        nxt = dynamics(state, actions[:, t])
+        total += cost(state, actions[:, t], nxt)
+        state = nxt
+    return total
+
+
+class _Planner:
+    """Shared bounds and shapes: actions live in [low, high] [act_dim]."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, samples: int, horizon: int):
+        self.low, self.high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        if self.low.shape != self.high.shape or np.any(self.low >= self.high):
+            raise ValueError("action bounds must have one shape and low < high in every dimension")
+        if samples < 1 or horizon < 1:
+            raise ValueError(f"samples and horizon must be >= 1, got {samples} and {horizon}")
+        self.samples, self.horizon, self.act_dim = samples, horizon, self.low.size
+
+    def reset(self) -> None:
+        """Forget the previous plan (start of an episode)."""
+
+    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+        """The first action [act_dim] of the best plan found from ``obs``."""
+        raise NotImplementedError
+
+
+class RandomShooting(_Planner):
+    """Uniform random sequences; the first action of the cheapest one. No memory between calls."""
+
+    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+        shape = (self.samples, self.horizon, self.act_dim)
+        actions = rng.uniform(self.low, self.high, size=shape)
+        return actions[int(np.argmin(sequence_costs(obs, actions, dynamics, cost))), 0].copy()
+
+
+class CEM(_Planner):
+    """Cross-entropy method: refit a diagonal Gaussian to the ``elites`` *lowest-cost* sequences, ``iterations``
+    times (the reference code's CEM kept the wrong end of the sort); warm-started from the shifted last mean."""
+
+    def __init__(
+        self, low: np.ndarray, high: np.ndarray, samples: int, horizon: int, iterations: int = 4, elites: int = 50
+    ):
+        super().__init__(low, high, samples, horizon)
+        if not 1 <= elites <= samples or iterations < 1:
+            raise ValueError(f"need 1 <= elites <= samples and iterations >= 1, got {elites}, {iterations}")
+        self.iterations, self.elites = iterations, elites
+        self._mean: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self._mean = None
+
+    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+        mid, half = (self.high + self.low) / 2, (self.high - self.low) / 2
+        mean = np.broadcast_to(mid, (self.horizon, self.act_dim)).copy() if self._mean is None else self._mean
+        std = np.broadcast_to(half, (self.horizon, self.act_dim)).copy()
+        for _ in range(self.iterations):
+            eps = rng.standard_normal((self.samples, self.horizon, self.act_dim))
+            actions = np.clip(mean + std * eps, self.low, self.high)
+            costs = sequence_costs(obs, actions, dynamics, cost)
+            elite = actions[np.argsort(costs, kind="stable")[: self.elites]]
+            mean, std = elite.mean(axis=0), elite.std(axis=0) + 1e-6
+        self._mean = np.concatenate([mean[1:], mean[-1:]])  # warm start: shift by one control step
+        return mean[0].copy()
+
+
+class MPPI(_Planner):
+    """Model-predictive path integral control: perturb the nominal plan with Gaussian noise (``noise_std``,
+    relative to the half range), weight each sample by exp(-cost / temperature) and average the
+    perturbations into the plan; the plan is kept, shifted by one step, for the next call."""
+
+    def __init__(
+        self,
+        low: np.ndarray,
+        high: np.ndarray,
+        samples: int,
+        horizon: int,
+        temperature: float = 1.0,
+        noise_std: float = 0.5,
+        iterations: int = 1,
+    ):
+        super().__init__(low, high, samples, horizon)
+        if temperature <= 0 or noise_std <= 0 or iterations < 1:
+            raise ValueError("temperature and noise_std must be > 0 and iterations >= 1")
+        self.temperature, self.noise_std, self.iterations = temperature, noise_std, iterations
+        self._plan = self._initial()
+
+    def _initial(self) -> np.ndarray:
+        return np.broadcast_to((self.high + self.low) / 2, (self.horizon, self.act_dim)).copy()
+
+    def reset(self) -> None:
+        self._plan = self._initial()
+
+    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+        plan, scale = self._plan, self.noise_std * (self.high - self.low) / 2
+        for _ in range(self.iterations):
+            eps = scale * rng.standard_normal((self.samples, self.horizon, self.act_dim))
+            actions = np.clip(plan + eps, self.low, self.high)
+            costs = sequence_costs(obs, actions, dynamics, cost)
+            weights = np.exp(-(costs - costs.min()) / self.temperature)
+            weights /= weights.sum()
+            plan = np.einsum("n,nha->ha", weights, actions)  # the clipped samples' weighted mean
+        self._plan = np.concatenate([plan[1:], plan[-1:]])
+        return plan[0].copy()
