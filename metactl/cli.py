@@ -1,4 +1,4 @@
-"""``metactl``: one thin command line over plain functions (train, export, run, demo, families).
+"""``metactl``: one thin command line over plain functions (train, export, run, demo, emulate, sim2real, ...).
 
 Every command prints a summary table at the end and writes ``summary.json`` into
 its output folder. User errors (bad arguments, configs, bundles, task names)
