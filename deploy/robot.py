@@ -25,12 +25,15 @@ from deploy.hardware_config import HardwareConfig
 @dataclasses.dataclass(frozen=True)
 class RobotState:
     """What the robot reports: observation [obs_dim] (float64, in the config's signal order), the
-    reward of the last transition (0 right after ``reset``), whether the episode ended, time [s] since reset."""
+    reward of the last transition (0 right after ``reset``), whether the episode ended, time [s] since reset.
+    ``fresh`` is False when the answer to the last command never came and this is the previous state again
+    (its reward must not be counted twice)."""
 
     obs: np.ndarray
     reward: float
     done: bool
     t: float
+    fresh: bool = True
 
 
 @runtime_checkable

@@ -133,6 +133,9 @@ def run_online(
             health = {"timing": session.timer.summary(), "safety": dict(session.safety.counts)}
             if hasattr(session.link, "counters"):
                 health["link_counters"] = session.link.counters()
+            elif session.lost_link_counters is not None:  # failed over: the serial link's record
+                health["link_counters"] = session.lost_link_counters
+            health["missed_steps"] = session.missed_steps
             events = tuple(session.events)
     except RunStoppedError as e:  # the robot failed during start-up, before any episode
         status = f"stopped: {e}"

@@ -10,6 +10,7 @@ a bad command) raises ``RobotFaultError``: the runtime decides what happens next
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -98,8 +99,8 @@ class SerialRobot:
     def read_state(self) -> RobotState:
         """The robot's answer to the last command, waiting for it if it has not arrived yet."""
         self._collect()
-        if self._state is None:
-            raise RuntimeError("no episode started; call reset() first")
+        if self._state is None:  # the robot never answered (RESET, or the first command after power-on)
+            raise LinkLostError(f"{self.port}: no state received from the robot yet")
         return self._state
 
     def write_command(self, cmd: np.ndarray) -> np.ndarray:
@@ -173,7 +174,9 @@ class SerialRobot:
                     f"{self.port}: {self._missed} replies missed in a row "
                     f"(reply timeout {self.settings.reply_timeout_s * 1e3:.1f} ms)"
                 )
-            return  # keep the last state: one late reply is tolerated
+            if self._state is not None:  # one late reply is tolerated: the last state again, marked stale
+                self._state = dataclasses.replace(self._state, fresh=False)
+            return
         self._missed = 0
         self._state = RobotState(
             state.obs.astype(np.float64), float(state.reward), bool(state.flags & pr.FLAG_DONE), self._t

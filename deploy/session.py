@@ -61,11 +61,17 @@ class RobotSession:
         self.events: list[dict[str, Any]] = []
         self._faults_seen = 0
         self._episode_index = 0
+        self.missed_steps = 0
+        self.lost_link_counters: dict[str, int] | None = None  # the serial link's counters, if it failed over
         self.link = self._open(port)
         try:
-            self._startup()
-        except (LinkLostError, RobotFaultError) as e:
-            self._on_failure(e)  # RunStoppedError, or the run continues on the simulation
+            try:
+                self._startup()
+            except (LinkLostError, RobotFaultError) as e:
+                self._on_failure(e)  # RunStoppedError, or the run continues on the simulation
+        except BaseException:  # anything else (Ctrl-C, SIGTERM, a bad fallback): never leave the robot running
+            self.close()
+            raise
 
     def close(self) -> None:
         """Safe-stop and release the robot (idempotent)."""
@@ -108,8 +114,12 @@ class RobotSession:
                 state = link.read_state()
                 timer.lap("read")
                 safety.check_state(state.obs)
-                total += state.reward
                 length += 1
+                if state.fresh:
+                    total += state.reward
+                else:  # the answer never came: this transition's reward is unknown, not the last one again
+                    self.missed_steps += 1
+                    log_fn("/fault", {"source": "runtime", "code": "missed_reply", "episode": index, "step": step - 1})
                 log_fn("/state", {"episode": index, "step": step - 1, "t": state.t, "obs": state.obs,
                                   "reward": state.reward})  # fmt: skip
                 log_fn("/command", {"episode": index, "step": step - 1, "policy": cmd, "sent": sent})
@@ -123,6 +133,9 @@ class RobotSession:
             timer.lap("safety")
             sent = link.write_command(safe)
             timer.lap("write")
+        safe_stop = getattr(link, "safe_stop", None)
+        if safe_stop is not None:  # a robot holds still between episodes, its watchdog disarmed
+            safe_stop()
         jit = timer.jitter[-length:] if timer.jitter else []
         log_fn("/timing", {"episode": index, "steps": length, "jitter_max_ms": 1e3 * max(jit, default=0.0)})
         return total, length
@@ -146,11 +159,15 @@ class RobotSession:
         pose = self.safety.safe_command if s.startup_pose is None else np.asarray(s.startup_pose)
         steps = max(1, s.startup_steps)
         self.timer.start()
-        for k in range(steps + 1):
-            self.timer.wait()
-            cmd = self.safety.safe_command + (pose - self.safety.safe_command) * (k / steps)
-            self.link.write_command(self.safety.command(cmd))
-            self.link.read_state()
+        try:
+            for k in range(steps + 1):
+                self.timer.wait()
+                cmd = self.safety.safe_command + (pose - self.safety.safe_command) * (k / steps)
+                self.link.write_command(self.safety.command(cmd))
+                self.link.read_state()
+        finally:
+            if self._idle_fn is not None:
+                self._idle_fn(math.inf)  # the log writer may run freely again
         self._event("/link", {"event": "startup_done", "steps": steps})
 
     def _on_failure(self, error: Exception) -> None:
@@ -164,6 +181,8 @@ class RobotSession:
              "safe_stop_ms": 1e3 * (time.perf_counter() - t0)},
         )  # fmt: skip
         policy = self.config.fallback.on_link_loss if self.config.fallback else "stop"
+        if hasattr(self.link, "counters"):
+            self.lost_link_counters = self.link.counters()
         self._close_quietly()
         if kind == "state_limit" or policy == "stop":
             raise RunStoppedError(f"{kind}: {error}; the robot was safe-stopped and the run ended") from None

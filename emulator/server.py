@@ -57,19 +57,18 @@ class Server:
     def run(self) -> dict[str, Any]:
         """Serve until stopped; the firmware's and the decoder's counters."""
         while not self._stop.is_set():
-            fd = self._endpoint()
-            if fd is None:
-                continue
-            deadline = self.firmware.next_deadline
-            timeout = _IDLE_POLL_S if deadline is None else max(0.0, min(_IDLE_POLL_S, deadline - time.monotonic()))
-            if self.busy_poll:
-                timeout = 0.0  # like firmware in its main loop: never sleep, answer within microseconds
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if ready:
-                data = self._read(fd)
-                for frame in self.decoder.feed(data):
-                    self._send(fd, self.firmware.handle(frame, time.monotonic()))
-            self._send(fd, self.firmware.poll(time.monotonic()))
+            fd = self._endpoint(self._timeout())
+            if fd is not None:
+                ready, _, _ = select.select([fd], [], [], self._timeout())
+                if ready:
+                    data = self._read(fd)
+                    for frame in self.decoder.feed(data):
+                        self._send(fd, self.firmware.handle(frame, time.monotonic()))
+            # The watchdog runs whether or not a host is connected; with none, its FAULT has nowhere to go.
+            faults = self.firmware.poll(time.monotonic())
+            fd = self._endpoint(0.0)
+            if fd is not None:
+                self._send(fd, faults)
         self._close()
         return self.stats()
 
@@ -82,11 +81,19 @@ class Server:
             "oversized_frames": d.oversized_frames,
         }
 
-    def _endpoint(self) -> int | None:
+    def _timeout(self) -> float:
+        """How long a wait may block: until the watchdog's deadline, at most ``_IDLE_POLL_S``; 0 if busy-polling."""
+        if self.busy_poll:
+            return 0.0  # like firmware in its main loop: never sleep, answer within microseconds
+        deadline = self.firmware.next_deadline
+        return _IDLE_POLL_S if deadline is None else max(0.0, min(_IDLE_POLL_S, deadline - time.monotonic()))
+
+    def _endpoint(self, timeout: float) -> int | None:
+        """The descriptor to talk on; a TCP server waits up to ``timeout`` for a host. None: no host."""
         if self._listener is None:
             return self._fd
         if self._conn is None:
-            ready, _, _ = select.select([self._listener], [], [], _IDLE_POLL_S)
+            ready, _, _ = select.select([self._listener], [], [], timeout)
             if not ready:
                 return None
             self._conn, peer = self._listener.accept()

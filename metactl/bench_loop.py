@@ -51,6 +51,8 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
                     _realtime_process(),
                     RobotSession(config, port=emu.port, log_fn=logger.log, idle_fn=logger.set_budget) as session,
                 ):
+                    if session.link.describe()["link"] != "serial":
+                        raise RuntimeError(f"the emulator on {emu.port} did not answer; see {run_dir}/emulator.log")
                     t0 = time.perf_counter()
                     _, length = session.episode(bundle.act, np.asarray(bundle.params), seed=0, steps=steps)
                     elapsed = time.perf_counter() - t0

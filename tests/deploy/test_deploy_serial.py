@@ -234,3 +234,66 @@ def test_link_lost_during_start_up_stops_safely(hc_identity_bundle, tmp_path):
     assert report.status.startswith("stopped: link_lost") and report.episodes == ()
     log = read_log(str(tmp_path / "out" / "run.mcap"))
     assert [r["code"] for r in log["/fault"]] == ["link_lost"]
+
+
+@pytest.fixture
+def lossy_emulator(tmp_path):
+    """An in-process emulator whose ``drop`` set says which commands after a RESET lose their answer."""
+    from emulator.server import Server
+
+    config = load_hardware_config(serial_config(tmp_path))
+    server = Server(config)
+    handle, seen = server.firmware.handle, {"n": 0, "rewards": [], "drop": set()}
+
+    def lossy(frame, now):
+        out = handle(frame, now)
+        if isinstance(frame.msg, pr.Reset):
+            seen["n"], seen["rewards"] = 0, []
+        elif isinstance(frame.msg, pr.Command):
+            seen["n"] += 1
+            seen["rewards"].append(server.firmware._reward)
+            if seen["n"] in seen["drop"]:
+                return []  # this answer is lost on the line
+        return out
+
+    server.firmware.handle = lossy
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield config, server, seen
+    server.stop()
+    thread.join()
+
+
+def test_a_lost_answer_is_a_missed_step_not_a_reward_counted_twice(lossy_emulator):
+    from deploy.session import RobotSession
+
+    config, server, seen = lossy_emulator
+    seen["drop"] = {5}
+    act = lambda obs, p: 0.3 * np.sin(obs[:6])  # noqa: E731
+    with RobotSession(config, port=server.address, time_scale=0) as session:
+        ret, length = session.episode(act, None, 7, 10)
+    assert length == 10 and session.missed_steps == 1
+    # Every reward but the lost 5th, once each.
+    assert ret == pytest.approx(sum(seen["rewards"]) - seen["rewards"][4], abs=1e-9)
+
+
+def test_the_emulator_watchdog_runs_with_no_tcp_host(tmp_path):
+    from emulator.server import Server
+
+    config = load_hardware_config(serial_config(tmp_path))
+    server = Server(config, listen="tcp://127.0.0.1:0")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        robot = SerialRobot(config, port=server.address)
+        robot.reset(0)
+        robot.write_command(np.full(6, 0.8))
+        robot.read_state()
+        robot.transport.close()  # the host dies mid-episode, without a SAFE_STOP
+        deadline = time.monotonic() + 10 * config.safety.watchdog_s
+        while server.firmware.stats.watchdog_trips == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert server.firmware.stats.watchdog_trips == 1 and server.firmware.next_deadline is None
+    finally:
+        server.stop()
+        thread.join()
