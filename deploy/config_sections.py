@@ -29,6 +29,8 @@ EMULATOR_KEYS = (
     "obs_bias",
 )
 """Keys of ``[emulator]``: the simulated task and its perturbations (see ``EmulatorSection``)."""
+ON_LINK_LOSS = ("stop", "sim")
+"""What the runtime does when the link dies mid-run: stop safely, or continue in simulation."""
 _REQUIRED = object()
 
 
@@ -246,7 +248,7 @@ def _table(v: Any) -> bool:
 
 
 def _on_loss(v: Any) -> bool:
-    return v in ("stop", "sim")
+    return v in ON_LINK_LOSS
 
 
 def _nonneg(v: Any) -> bool:

@@ -61,8 +61,6 @@ from deploy.errors import HardwareConfigError
 
 LINKS = ("sim", "serial")
 """Link types this runtime can open."""
-ON_LINK_LOSS = ("stop", "sim")
-"""What the runtime does when the link dies mid-run: stop safely, or continue in simulation."""
 SECTIONS: dict[str, tuple[str, ...]] = {
     "robot": ("name", "link"),
     "control": ("period_s", "episode_steps"),

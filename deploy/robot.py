@@ -56,6 +56,9 @@ class RobotLink(Protocol):
     def write_command(self, cmd: np.ndarray) -> np.ndarray:
         """Send command [act_dim]; return the command actually sent (clipped to the actuator limits)."""
 
+    def safe_stop(self) -> bool:
+        """Put the motors in their safe state now (and between episodes); whether the robot confirmed it."""
+
     def describe(self) -> dict[str, Any]:
         """JSON-able facts about the link (type, task, port, ...) for run summaries."""
 
@@ -74,7 +77,7 @@ class SimRobot:
         self.family = sim.make_family(family_name)
         self.task = _resolve_task(sim, self.family, task)
         try:
-            self._batch = self.family.make_batch([self.task])
+            self.batch = self.family.make_batch([self.task])
         except sim.TaskError:
             raise
         except (TypeError, ValueError) as e:  # e.g. a goal with the wrong number of coordinates
@@ -102,7 +105,7 @@ class SimRobot:
     def reset(self, seed: int | None = None) -> None:
         self._check_open()
         episode_seed = int(self._rng.integers(2**31)) if seed is None else int(seed)
-        obs = self._batch.reset([episode_seed])[0]
+        obs = self.batch.reset([episode_seed])[0]
         self._state = RobotState(obs.astype(np.float64), 0.0, False, 0.0)
 
     def read_state(self) -> RobotState:
@@ -118,9 +121,13 @@ class SimRobot:
         if not np.all(np.isfinite(cmd)):
             raise ValueError(f"refusing to send a non-finite command {cmd.tolist()}")
         sent = np.clip(cmd, self.action_low, self.action_high)
-        obs, reward, terminated = self._batch.step(sent[None])
+        obs, reward, terminated = self.batch.step(sent[None])
         self._state = RobotState(obs[0].copy(), float(reward[0]), bool(terminated[0]), state.t + self.control_period)
         return sent
+
+    def safe_stop(self) -> bool:
+        """A simulated robot has no motors to stop: nothing to do."""
+        return True
 
     def describe(self) -> dict[str, Any]:
         task = json.loads(json.dumps(self.task.to_dict()))  # tuples -> lists, as in summary.json
@@ -184,8 +191,8 @@ def _sim_robot(config: HardwareConfig, section: str, family_name: str, task: Any
         robot = SimRobot(family_name, task, seed)
     except sim.TaskError as e:
         raise HardwareConfigError(f"{where}: {section}.task: {e}; fix it to match family {family.name!r}") from None
-    _check_signals(where, "observations", config.signals.observations, robot.observation_names)
-    _check_signals(where, "actions", config.signals.actions, robot.action_names)
+    check_signals(where, "observations", config.signals.observations, robot.observation_names)
+    check_signals(where, "actions", config.signals.actions, robot.action_names)
     if not math.isclose(config.control.period_s, robot.control_period, rel_tol=1e-9):
         raise HardwareConfigError(
             f"{where}: control.period_s = {config.control.period_s} but the simulated robot steps every "
@@ -200,7 +207,7 @@ def _open_serial(config: HardwareConfig, task: int | Mapping[str, Any] | None, p
     return SerialRobot(config, port)
 
 
-def _check_signals(where: str, key: str, configured: tuple[str, ...], actual: tuple[str, ...]) -> None:
+def check_signals(where: str, key: str, configured: tuple[str, ...], actual: tuple[str, ...]) -> None:
     if configured != actual:
         raise HardwareConfigError(
             f"{where}: signals.{key} {list(configured)} differ from the simulated robot's {list(actual)}; "

@@ -110,7 +110,7 @@ def run_online(
     runner, link_info, health, events = None, {"link": config.robot.link}, {}, ()
     try:
         with (
-            _realtime_process(),
+            realtime_process(),
             RobotSession(
                 config,
                 task=task,
@@ -181,7 +181,7 @@ class _Seeds:
 
 
 @contextlib.contextmanager
-def _realtime_process() -> Iterator[None]:
+def realtime_process() -> Iterator[None]:
     """For the duration of a run: SIGTERM ends it like Ctrl-C (so the robot is safe-stopped and the log
     closed on the way out), and the GIL is handed over every 0.1 ms, so the logging thread never holds the
     control loop for the interpreter's default 5 ms."""

@@ -93,8 +93,7 @@ class RobotSession:
             except (LinkLostError, RobotFaultError, SafetyStopError) as e:
                 self._on_failure(e)
             finally:
-                if self._idle_fn is not None:
-                    self._idle_fn(math.inf)  # between episodes the log writer may run freely
+                self._release_log_writer()  # between episodes
 
     def _episode(self, act: Act, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
         """Each control step: wake at the deadline, read the robot's answer to the last command, infer,
@@ -133,9 +132,7 @@ class RobotSession:
             timer.lap("safety")
             sent = link.write_command(safe)
             timer.lap("write")
-        safe_stop = getattr(link, "safe_stop", None)
-        if safe_stop is not None:  # a robot holds still between episodes, its watchdog disarmed
-            safe_stop()
+        link.safe_stop()  # a robot holds still between episodes, its watchdog disarmed
         jit = timer.jitter[-length:] if timer.jitter else []
         log_fn("/timing", {"episode": index, "steps": length, "jitter_max_ms": 1e3 * max(jit, default=0.0)})
         return total, length
@@ -166,13 +163,12 @@ class RobotSession:
                 self.link.write_command(self.safety.command(cmd))
                 self.link.read_state()
         finally:
-            if self._idle_fn is not None:
-                self._idle_fn(math.inf)  # the log writer may run freely again
+            self._release_log_writer()
         self._event("/link", {"event": "startup_done", "steps": steps})
 
     def _on_failure(self, error: Exception) -> None:
         t0 = time.perf_counter()
-        confirmed = bool(getattr(self.link, "safe_stop", lambda: False)())
+        confirmed = self.link.safe_stop()
         kind = {LinkLostError: "link_lost", RobotFaultError: "robot_fault"}.get(type(error), "state_limit")
         self._log_robot_faults()
         self._event(
@@ -189,6 +185,11 @@ class RobotSession:
         self._switch(kind, str(error))
         self.link = open_fallback(self.config, self.task)
         self._faults_seen = 0
+
+    def _release_log_writer(self) -> None:
+        """Outside the paced loop the log writer may run whenever it likes."""
+        if self._idle_fn is not None:
+            self._idle_fn(math.inf)
 
     def _switch(self, reason: str, detail: str) -> None:
         fb = self.config.fallback

@@ -20,6 +20,7 @@ import numpy as np
 
 from deploy import protocol as pr
 from deploy.hardware_config import HardwareConfig
+from deploy.robot import SimRobot, check_signals
 from emulator.physics import apply_model_perturbation
 
 log = logging.getLogger(__name__)
@@ -46,20 +47,18 @@ class Firmware:
     """
 
     def __init__(self, config: HardwareConfig, emulator: Any = None):
-        import sim  # the emulator is a workstation tool: it needs MuJoCo
-
         emu = emulator or config.emulator
         if emu is None:
             raise ValueError(f"hardware config {config.path} has no [emulator] section; add one with family = ...")
         self.config, self.emu = config, emu
-        family = sim.make_family(emu.family)
-        task = family.test_tasks()[emu.task] if isinstance(emu.task, int) else sim.task_from_dict(dict(emu.task))
-        self.batch = family.make_batch([task])
+        robot = SimRobot(emu.family, emu.task, emu.seed)  # the simulated robot (needs MuJoCo: a workstation tool)
+        where = f"hardware config {config.path} [emulator]"
+        check_signals(where, "observations", config.signals.observations, robot.observation_names)
+        check_signals(where, "actions", config.signals.actions, robot.action_names)
+        self.batch, self.family = robot.batch, robot.family
         apply_model_perturbation(self.batch, emu.payload_kg, emu.mass_scale, emu.friction_scale)
-        self.family = family
-        self.low, self.high = np.asarray(family.action_low), np.asarray(family.action_high)
-        self.act_dim, self.obs_dim = len(family.action_names), len(family.observation_names)
-        _check_signals(config, family)
+        self.low, self.high = robot.action_low, robot.action_high
+        self.act_dim, self.obs_dim = len(robot.action_names), len(robot.observation_names)
         self.safe = np.asarray(config.safety.safe_command or np.zeros(self.act_dim), dtype=np.float64)
         gain = np.ones(self.act_dim) if emu.actuator_gain is None else np.asarray(emu.actuator_gain)
         self.gain = emu.motor_gain * gain
@@ -154,15 +153,3 @@ class Firmware:
         flags |= pr.FLAG_STOPPED if self._stopped else 0
         obs = self._obs + self.bias + self.noise_std * self.rng.standard_normal(self.obs_dim)
         return pr.State(seq, flags, self._reward, obs.astype(np.float32))
-
-
-def _check_signals(config: HardwareConfig, family: Any) -> None:
-    for kind, ours, theirs in (
-        ("observations", config.signals.observations, tuple(family.observation_names)),
-        ("actions", config.signals.actions, tuple(family.action_names)),
-    ):
-        if tuple(ours) != theirs:
-            raise ValueError(
-                f"hardware config {config.path}: signals.{kind} differ from emulator.family {family.name!r}'s "
-                f"{list(theirs)}; copy the family's names in its order"
-            )

@@ -30,7 +30,7 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
     """Measure each rate for ``seconds``; the summary (1 kHz figures at the top level) also goes to disk."""
     from deploy import Bundle, check_compatibility, load_hardware_config
     from deploy.run_logger import RunLogger
-    from deploy.runtime import _realtime_process
+    from deploy.runtime import realtime_process
     from deploy.session import RobotSession
 
     os.makedirs(out_dir, exist_ok=True)
@@ -48,7 +48,7 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
             logger = RunLogger(os.path.join(run_dir, "run.mcap"))
             try:
                 with (
-                    _realtime_process(),
+                    realtime_process(),
                     RobotSession(config, port=emu.port, log_fn=logger.log, idle_fn=logger.set_budget) as session,
                 ):
                     if session.link.describe()["link"] != "serial":
