@@ -3,9 +3,12 @@
 GrBAL / ReBAL (Nagabandi et al., ICLR 2019) act with a model-predictive controller over their
 adapted dynamics model: random shooting (the reference code's default, 500 candidates x horizon
 10), the cross-entropy method, and MPPI (Williams et al., "Information Theoretic MPC", 2017;
-what the paper ran in simulation). Each planner evaluates all candidate action sequences in one
-batch per horizon step: ``dynamics(obs [N, d], act [N, a]) -> next_obs [N, d]`` is the model (torch
-on the workstation, ONNX on the robot) and ``cost(obs, act, next_obs) -> [N]`` is the task's
+what the paper ran in simulation).
+
+Every planner solves E independent problems at once (E robots or simulated episodes, each with
+its own adapted model; E = 1 on a robot) and evaluates all candidate sequences in one batch per
+horizon step: ``dynamics(obs [E, N, d], act [E, N, a]) -> next_obs [E, N, d]`` is the model (torch
+on the workstation, ONNX on the robot) and ``cost(obs, act, next_obs) -> [E, N]`` is the task's
 negated reward, injected by the caller. CEM and MPPI warm-start from their previous plan shifted
 by one step; ``reset()`` forgets it (at the start of an episode).
 """
@@ -17,19 +20,19 @@ from collections.abc import Callable
 import numpy as np
 
 Dynamics = Callable[[np.ndarray, np.ndarray], np.ndarray]
-"""Batched model step: observations [N, obs_dim] and actions [N, act_dim] -> next observations [N, obs_dim]."""
+"""Batched model step: observations [E, N, obs_dim] and actions [E, N, act_dim] -> next observations [E, N, obs_dim]."""
 Cost = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-"""Batched per-step cost of (obs, act, next_obs) -> [N]; lower is better (e.g. minus the task reward)."""
+"""Batched per-step cost of (obs, act, next_obs) [E, N, ...] -> [E, N]; lower is better (minus the task reward)."""
 
 
 def sequence_costs(obs: np.ndarray, actions: np.ndarray, dynamics: Dynamics, cost: Cost) -> np.ndarray:
-    """Total cost [N] of each candidate sequence ``actions`` [N, H, act_dim] from observation ``obs`` [obs_dim]."""
-    n, horizon, _ = actions.shape
-    state = np.repeat(np.asarray(obs, dtype=np.float64)[None], n, axis=0)
-    total = np.zeros(n)
+    """Total cost [E, N] of candidates ``actions`` [E, N, H, act_dim] from observations ``obs`` [E, obs_dim]."""
+    e, n, horizon, _ = actions.shape
+    state = np.broadcast_to(np.asarray(obs)[:, None, :], (e, n, obs.shape[-1]))
+    total = np.zeros((e, n))
     for t in range(horizon):
-        nxt = dynamics(state, actions[:, t])
-        total += cost(state, actions[:, t], nxt)
+        nxt = dynamics(state, actions[:, :, t])
+        total += cost(state, actions[:, :, t], nxt)
         state = nxt
     return total
 
@@ -49,17 +52,24 @@ class _Planner:
         """Forget the previous plan (start of an episode)."""
 
     def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
-        """The first action [act_dim] of the best plan found from ``obs``."""
+        """The first actions [E, act_dim] of the best plans found from observations ``obs`` [E, obs_dim]."""
         raise NotImplementedError
+
+    def _keep(self, kept: np.ndarray | None, e: int) -> np.ndarray:
+        """The warm-start plan [E, H, act_dim]: the kept one, or the middle of the action range."""
+        if kept is not None and kept.shape[0] == e:
+            return kept
+        return np.broadcast_to((self.high + self.low) / 2, (e, self.horizon, self.act_dim)).copy()
 
 
 class RandomShooting(_Planner):
     """Uniform random sequences; the first action of the cheapest one. No memory between calls."""
 
     def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
-        shape = (self.samples, self.horizon, self.act_dim)
-        actions = rng.uniform(self.low, self.high, size=shape)
-        return actions[int(np.argmin(sequence_costs(obs, actions, dynamics, cost))), 0].copy()
+        e = obs.shape[0]
+        actions = rng.uniform(self.low, self.high, size=(e, self.samples, self.horizon, self.act_dim))
+        best = np.argmin(sequence_costs(obs, actions, dynamics, cost), axis=1)
+        return actions[np.arange(e), best, 0].copy()
 
 
 class CEM(_Planner):
@@ -79,17 +89,18 @@ class CEM(_Planner):
         self._mean = None
 
     def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
-        mid, half = (self.high + self.low) / 2, (self.high - self.low) / 2
-        mean = np.broadcast_to(mid, (self.horizon, self.act_dim)).copy() if self._mean is None else self._mean
-        std = np.broadcast_to(half, (self.horizon, self.act_dim)).copy()
+        e = obs.shape[0]
+        mean = self._keep(self._mean, e)
+        std = np.broadcast_to((self.high - self.low) / 2, (e, self.horizon, self.act_dim)).copy()
+        rows = np.arange(e)[:, None]
         for _ in range(self.iterations):
-            eps = rng.standard_normal((self.samples, self.horizon, self.act_dim))
-            actions = np.clip(mean + std * eps, self.low, self.high)
+            eps = rng.standard_normal((e, self.samples, self.horizon, self.act_dim))
+            actions = np.clip(mean[:, None] + std[:, None] * eps, self.low, self.high)
             costs = sequence_costs(obs, actions, dynamics, cost)
-            elite = actions[np.argsort(costs, kind="stable")[: self.elites]]
-            mean, std = elite.mean(axis=0), elite.std(axis=0) + 1e-6
-        self._mean = np.concatenate([mean[1:], mean[-1:]])  # warm start: shift by one control step
-        return mean[0].copy()
+            elite = actions[rows, np.argsort(costs, axis=1, kind="stable")[:, : self.elites]]
+            mean, std = elite.mean(axis=1), elite.std(axis=1) + 1e-6
+        self._mean = np.concatenate([mean[:, 1:], mean[:, -1:]], axis=1)  # warm start: shift by one control step
+        return mean[:, 0].copy()
 
 
 class MPPI(_Planner):
@@ -111,22 +122,36 @@ class MPPI(_Planner):
         if temperature <= 0 or noise_std <= 0 or iterations < 1:
             raise ValueError("temperature and noise_std must be > 0 and iterations >= 1")
         self.temperature, self.noise_std, self.iterations = temperature, noise_std, iterations
-        self._plan = self._initial()
-
-    def _initial(self) -> np.ndarray:
-        return np.broadcast_to((self.high + self.low) / 2, (self.horizon, self.act_dim)).copy()
+        self._plan: np.ndarray | None = None
 
     def reset(self) -> None:
-        self._plan = self._initial()
+        self._plan = None
 
     def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
-        plan, scale = self._plan, self.noise_std * (self.high - self.low) / 2
+        e = obs.shape[0]
+        plan, scale = self._keep(self._plan, e), self.noise_std * (self.high - self.low) / 2
         for _ in range(self.iterations):
-            eps = scale * rng.standard_normal((self.samples, self.horizon, self.act_dim))
-            actions = np.clip(plan + eps, self.low, self.high)
+            eps = scale * rng.standard_normal((e, self.samples, self.horizon, self.act_dim))
+            eps[:, 0] = 0.0  # one sample is the warm-start plan itself, so a good plan is never lost
+            actions = np.clip(plan[:, None] + eps, self.low, self.high)
             costs = sequence_costs(obs, actions, dynamics, cost)
-            weights = np.exp(-(costs - costs.min()) / self.temperature)
-            weights /= weights.sum()
-            plan = np.einsum("n,nha->ha", weights, actions)  # the clipped samples' weighted mean
-        self._plan = np.concatenate([plan[1:], plan[-1:]])
-        return plan[0].copy()
+            weights = np.exp(-(costs - costs.min(axis=1, keepdims=True)) / self.temperature)
+            weights /= weights.sum(axis=1, keepdims=True)
+            plan = np.einsum("en,enha->eha", weights, actions)  # the clipped samples' weighted mean
+        self._plan = np.concatenate([plan[:, 1:], plan[:, -1:]], axis=1)
+        return plan[:, 0].copy()
+
+
+PLANNERS: dict[str, type[_Planner]] = {"random_shooting": RandomShooting, "cem": CEM, "mppi": MPPI}
+
+
+def make_planner(config: dict, low: np.ndarray, high: np.ndarray) -> _Planner:
+    """A planner from ``{"name": ..., "samples": ..., "horizon": ..., its own fields}`` (a bundle's metadata)."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in PLANNERS:
+        raise ValueError(f"planner name {name!r} is unknown; use one of {sorted(PLANNERS)}")
+    try:
+        return PLANNERS[name](low, high, **config)
+    except TypeError as e:
+        raise ValueError(f"planner {name!r}: bad settings {config} ({e})") from None

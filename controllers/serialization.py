@@ -1,4 +1,4 @@
-"""Save and load a trained policy (architecture, parameters, normalizer, extra JSON) as one .npz."""
+"""Save and load a trained policy or dynamics model (architecture, parameters, normalization, JSON) as one .npz."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
 from controllers.normalizer import NormalizerSnapshot
 from controllers.policies import Policy, PolicySpec
 
@@ -31,3 +32,27 @@ def load_policy(path: str) -> tuple[Policy, dict[str, Any]]:
         spec = PolicySpec.from_dict(json.loads(str(f["spec"])))
         policy = Policy(spec, f["params"].copy(), NormalizerSnapshot(f["norm_mean"].copy(), f["norm_std"].copy()))
         return policy, json.loads(str(f["extra"]))
+
+
+def save_dynamics_model(
+    path: str, spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats, extra: dict[str, Any]
+) -> None:
+    """A trained dynamics model as one .npz: spec and stats as JSON, parameters in ``param_shapes`` order (atomic)."""
+    spec.check_params(params)
+    tmp = f"{path}.tmp.npz"
+    arrays = {f"param_{i:03d}": np.asarray(p, dtype=np.float32) for i, p in enumerate(params)}
+    np.savez(tmp, spec=json.dumps(spec.to_dict()), stats=json.dumps(stats.to_dict()), extra=json.dumps(extra), **arrays)
+    os.replace(tmp, path)
+
+
+def load_dynamics_model(path: str) -> tuple[DynamicsSpec, list[np.ndarray], DynamicsStats, dict[str, Any]]:
+    """Inverse of ``save_dynamics_model``; raises ``DynamicsError`` if the file is not one."""
+    with np.load(path) as f:
+        if "spec" not in f or "stats" not in f:
+            raise DynamicsError(f"{path} is not a dynamics model file (no spec/stats); train one with `metactl train`")
+        spec = DynamicsSpec.from_dict(json.loads(str(f["spec"])))
+        params = [f[k].copy() for k in sorted(k for k in f.files if k.startswith("param_"))]
+        stats = DynamicsStats.from_dict(json.loads(str(f["stats"])))
+        extra = json.loads(str(f["extra"]))
+    spec.check_params(params)
+    return spec, params, stats, extra

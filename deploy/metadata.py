@@ -21,6 +21,14 @@ ONNX_FILE = "policy.onnx"
 OPSET = 17
 """ONNX opset of exported graphs; onnxruntime >= 1.14 runs it."""
 
+POLICY_KIND = "policy"
+MODEL_KIND = "model"
+"""``bundle_kind``: an ES policy graph (the default when absent) or a dynamics model run with MPC."""
+DYNAMICS_FILE = "dynamics.onnx"
+ADAPT_FILE = "adapt.onnx"
+RECURRENT_FILE = "recurrent_step.onnx"
+MODEL_METHODS = ("grbal", "rebal", "mb")
+
 # Graph tensor names (the contract between export.py and bundle.py).
 OBS_INPUT = "obs"
 PARAMS_INPUT = "params"
@@ -59,12 +67,95 @@ def _fail(source: str, what: str) -> BundleError:
     return BundleError(f"bundle {source}: {what}; {_FIX}")
 
 
-def validate_metadata(meta: Any, source: str) -> None:
-    """Raise ``BundleError`` naming the first missing or ill-typed field of ``meta`` (read from ``source``)."""
+MODEL_SCHEMA: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "format_version": (int,),
+    "bundle_kind": (str,),
+    "method": (str,),
+    "dynamics": (dict,),
+    "stats": (dict,),
+    "obs_dim": (int,),
+    "act_dim": (int,),
+    "observation_names": _LIST,
+    "action_names": _LIST,
+    "control_period": _NUMBER,
+    "horizon": (int,),
+    "action_low": _LIST,
+    "action_high": _LIST,
+    "reward_spec": (dict,),
+    "planner": (dict,),
+    "window": (int,),
+    "inner_lr": _NUMBER,
+    "family": (str,),
+    "files": (dict,),
+}
+"""Required keys of a model bundle (GrBAL / ReBAL / MB)."""
+
+
+def bundle_kind(meta: Any) -> str:
+    """``"policy"`` or ``"model"`` (bundles from before model bundles existed are policies)."""
+    return meta.get("bundle_kind", POLICY_KIND) if isinstance(meta, dict) else POLICY_KIND
+
+
+def _check_header(meta: Any, source: str, kind: str) -> None:
     if not isinstance(meta, dict):
         raise _fail(source, f"metadata must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise _fail(source, f"'format' is {meta.get('format')!r}, not {FORMAT!r} (not a metactl bundle?)")
+    got = bundle_kind(meta)
+    if got != kind:
+        names = {POLICY_KIND: "an ES policy (adapted by its operator)", MODEL_KIND: "a dynamics model (run with MPC)"}
+        method = f" of method {meta.get('method')!r}" if got == MODEL_KIND else ""
+        raise BundleError(
+            f"bundle {source} holds {names.get(got, repr(got))}{method}, but this needs {names[kind]}; "
+            f"pass a bundle of the right kind (`metactl run` picks the runtime from the bundle itself)"
+        )
+
+
+def _check_types(meta: dict[str, Any], schema: dict[str, tuple[type, ...]], source: str) -> None:
+    for key, types in schema.items():
+        if key not in meta:
+            raise _fail(source, f"metadata lacks '{key}'")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            names = " or ".join(t.__name__ for t in types)
+            raise _fail(source, f"metadata '{key}' must be {names}, got {type(value).__name__}")
+
+
+def validate_model_metadata(meta: Any, source: str) -> None:
+    """Raise ``BundleError`` naming the first missing, ill-typed or inconsistent field of a model bundle."""
+    from controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats, ForwardCost
+
+    _check_header(meta, source, MODEL_KIND)
+    _check_types(meta, MODEL_SCHEMA, source)
+    if meta["format_version"] != FORMAT_VERSION:
+        raise BundleError(f"bundle {source}: format_version {meta['format_version']} is not supported")
+    if meta["method"] not in MODEL_METHODS:
+        raise _fail(source, f"'method' must be one of {MODEL_METHODS}, got {meta['method']!r}")
+    try:
+        spec = DynamicsSpec.from_dict(meta["dynamics"])
+        stats = DynamicsStats.from_dict(meta["stats"])
+        ForwardCost(meta["observation_names"], meta["reward_spec"])
+    except (DynamicsError, KeyError, TypeError, ValueError) as e:
+        raise _fail(source, f"model description is invalid ({e})") from None
+    if (spec.obs_dim, spec.act_dim) != (meta["obs_dim"], meta["act_dim"]):
+        raise _fail(source, f"'dynamics' sizes {spec.obs_dim}/{spec.act_dim} disagree with obs_dim/act_dim")
+    lists = {"observation_names": spec.obs_dim, "action_names": spec.act_dim, "action_low": spec.act_dim,
+             "action_high": spec.act_dim}  # fmt: skip
+    for key, size in lists.items():
+        if len(meta[key]) != size:
+            raise _fail(source, f"'{key}' must have {size} entries, got {len(meta[key])}")
+    if len(stats.obs_mean) != spec.obs_dim or len(stats.act_mean) != spec.act_dim:
+        raise _fail(source, "'stats' sizes disagree with the dynamics model's")
+    needed = [DYNAMICS_FILE, ADAPT_FILE if spec.kind == "mlp" else RECURRENT_FILE]
+    for name in needed:
+        if not isinstance(meta["files"].get(name), str):
+            raise _fail(source, f"'files' lacks the sha256 of {name}")
+
+
+def validate_metadata(meta: Any, source: str) -> None:
+    """Raise ``BundleError`` naming the first missing or ill-typed field of ``meta`` (read from ``source``)."""
+    _check_header(meta, source, POLICY_KIND)
     for key, types in SCHEMA.items():
         if key not in meta:
             raise _fail(source, f"metadata lacks '{key}'")

@@ -1,4 +1,4 @@
-"""Online adaptation on the robot: the ES-MAML adaptation operator run episode by episode.
+"""Online adaptation on the robot: the ES-MAML operator run episode by episode, or adaptive MPC every step.
 
 Song et al., "ES-MAML: Simple Hessian-Free Meta Learning", ICLR 2020: the meta-trained
 policy is adapted to the task at hand by the same operator U(theta, T) used in training
@@ -9,6 +9,10 @@ parameters (pre), then per adaptation step run the operator — every parameter 
 it asks for is exactly one robot episode, inferred by the ONNX graph with the vector
 fed as ``params`` — and evaluate the adapted parameters (post). Pre and every post
 episode share one seed so they are comparable; query episodes get distinct seeds.
+
+A model bundle (GrBAL / ReBAL / MB, Nagabandi et al., ICLR 2019) adapts within the episode, at
+every control step: "pre" is an episode with the model frozen at its trained weights (no
+adaptation), and each "post" episode adapts online as trained, on the same episode seed.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from typing import Any
 import numpy as np
 
 from controllers import AdaptationError, AdaptationOperator, make_operator
+from deploy import metadata as md
 from deploy.bundle import Bundle
 from deploy.errors import BundleError
 from deploy.hardware_config import HardwareConfig, load_hardware_config
+from deploy.model_bundle import ModelBundle, read_metadata
 from deploy.report import EpisodeRecord, OnlineReport, write_report
 from deploy.run_logger import RunLogger
-from deploy.session import RobotSession, RunStoppedError
+from deploy.session import Controller, PolicyController, RobotSession, RunStoppedError
 
 log = logging.getLogger(__name__)
 LOG_FILE = "run.mcap"
@@ -75,6 +81,7 @@ def run_online(
     progress: bool = False,
     port: str | None = None,
     time_scale: float | None = None,
+    mode: str | None = None,
 ) -> OnlineReport:
     """Adapt the bundle's policy on the robot of ``config`` (a ``HardwareConfig`` or a TOML path).
 
@@ -84,28 +91,40 @@ def run_online(
     rate x ``time_scale`` (default: real time on a serial robot, unpaced on a simulated one). Writes
     the report and ``run.mcap`` to ``out_dir`` if given. A run that had to stop safely (link lost,
     state limit) returns a report whose ``status`` says why. ``progress`` logs every episode at INFO.
+    A model bundle runs 1 + ``adaptation_steps`` episodes (see the module docstring) in ``mode`` (default: its
+    own method; 'mb' freezes any model, 'mb_de' runs an MB model with dynamic evaluation).
     """
     if isinstance(adaptation_steps, bool) or not isinstance(adaptation_steps, int) or adaptation_steps < 1:
         raise ValueError(f"adaptation_steps must be a positive integer, got {adaptation_steps!r}")
     if not isinstance(config, HardwareConfig):
         config = load_hardware_config(config)
-    bundle = Bundle.load(bundle_dir)
+    model_based = md.bundle_kind(read_metadata(bundle_dir)) == md.MODEL_KIND
+    bundle: Bundle | ModelBundle = ModelBundle.load(bundle_dir) if model_based else Bundle.load(bundle_dir)
     meta = bundle.metadata
     check_compatibility(meta, config)
-    try:
-        operator = make_operator(meta["adaptation"])
-    except (AdaptationError, TypeError) as e:
-        fix = "re-run `metactl export`"
-        raise BundleError(f"bundle {bundle_dir}: metadata 'adaptation' is invalid ({e}); {fix}") from None
+    operator = None
+    if isinstance(bundle, ModelBundle):
+        bundle.controller(0, mode=mode)  # refuse a wrong mode before touching the robot
+        adaptation = {"name": mode or bundle.method, "method": bundle.method, "planner": meta["planner"],
+                      "window": meta["window"]}  # fmt: skip
+    else:
+        if mode is not None:
+            raise BundleError(f"bundle {bundle_dir} is an ES policy; --mode applies to model bundles only")
+        try:
+            operator = make_operator(meta["adaptation"])
+        except (AdaptationError, TypeError) as e:
+            fix = "re-run `metactl export`"
+            raise BundleError(f"bundle {bundle_dir}: metadata 'adaptation' is invalid ({e}); {fix}") from None
+        adaptation = dict(meta["adaptation"])
     steps = config.control.episode_steps or meta["horizon"]
-    seeds = _Seeds.draw(seed, adaptation_steps, sum(operator.schedule()))
+    seeds = _Seeds.draw(seed, adaptation_steps, sum(operator.schedule()) if operator else 0)
     if time_scale is None:
         time_scale = 1.0 if config.robot.link == "serial" else 0.0
     logger = None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         logger = RunLogger(os.path.join(out_dir, LOG_FILE))
-    params = np.array(bundle.params, dtype=np.float64)
+    params = np.array(bundle.params, dtype=np.float64) if operator else np.zeros(0)
     pre, post, status = math.nan, [], "completed"
     runner, link_info, health, events = None, {"link": config.robot.link}, {}, ()
     try:
@@ -120,12 +139,19 @@ def run_online(
                 idle_fn=logger.set_budget if logger else None,
             ) as session,
         ):
-            runner = _EpisodeRunner(session, bundle, steps, logging.INFO if progress else logging.DEBUG)
+            runner = _EpisodeRunner(session, steps, logging.INFO if progress else logging.DEBUG)
             try:
-                pre = runner.run("pre", params, seeds.evaluation, step=0)
-                for step in range(1, adaptation_steps + 1):
-                    params = _adapt(operator, runner, params, seeds.operator[step - 1], seeds.queries, step)
-                    post.append(runner.run("post", params, seeds.evaluation, step=step))
+                if isinstance(bundle, ModelBundle):  # adapts inside every episode; the planner's noise is seeded
+                    frozen = bundle.controller(seeds.operator[0], mode=mode, adapt=False)
+                    pre = runner.run("pre", frozen, seeds.evaluation, step=0)
+                    for step in range(1, adaptation_steps + 1):
+                        online = bundle.controller(seeds.operator[step - 1], mode=mode)
+                        post.append(runner.run("post", online, seeds.evaluation, step=step))
+                else:
+                    pre = runner.run("pre", PolicyController(bundle.act, params), seeds.evaluation, step=0)
+                    for step in range(1, adaptation_steps + 1):
+                        params = _adapt(operator, runner, bundle, params, seeds.operator[step - 1], seeds.queries, step)
+                        post.append(runner.run("post", PolicyController(bundle.act, params), seeds.evaluation, step))
             except RunStoppedError as e:
                 status = f"stopped: {e}"
                 log.warning("run stopped safely: %s", e)
@@ -152,7 +178,7 @@ def run_online(
         bundle_dir=bundle_dir,
         config_path=config.path,
         link=link_info,
-        adaptation=dict(meta["adaptation"]),
+        adaptation=adaptation,
         seed=seed,
         status=status,
         events=events,
@@ -204,12 +230,12 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 class _EpisodeRunner:
     """Runs episodes in one session and records each one."""
 
-    def __init__(self, session: RobotSession, bundle: Bundle, steps: int, log_level: int):
-        self.session, self.bundle, self.steps, self.log_level = session, bundle, steps, log_level
+    def __init__(self, session: RobotSession, steps: int, log_level: int):
+        self.session, self.steps, self.log_level = session, steps, log_level
         self.records: list[EpisodeRecord] = []
 
-    def run(self, kind: str, params: np.ndarray, seed: int, step: int, rnd: int = -1, query: int = -1) -> float:
-        ret, length = self.session.episode(self.bundle.act, params, seed, self.steps)
+    def run(self, kind: str, controller: Controller, seed: int, step: int, rnd: int = -1, query: int = -1) -> float:
+        ret, length = self.session.episode(controller, seed, self.steps)
         record = EpisodeRecord(len(self.records), kind, step, rnd, query, seed, ret, length)
         self.records.append(record)
         self.session.log_fn("/adaptation", dataclasses.asdict(record))
@@ -220,6 +246,7 @@ class _EpisodeRunner:
 def _adapt(
     operator: AdaptationOperator,
     runner: _EpisodeRunner,
+    bundle: Bundle,
     params: np.ndarray,
     op_seed: int,
     query_seeds: Iterator[int],
@@ -235,7 +262,10 @@ def _adapt(
         ask_s = time.perf_counter() - t0
         if len(candidates) != n:
             raise RuntimeError(f"operator asked for {len(candidates)} queries in round {rnd}; its schedule says {n}")
-        returns = [runner.run("query", c, next(query_seeds), step, rnd, q) for q, c in enumerate(candidates)]
+        returns = [
+            runner.run("query", PolicyController(bundle.act, c), next(query_seeds), step, rnd, q)
+            for q, c in enumerate(candidates)
+        ]
         t0 = time.perf_counter()
         state = operator.tell(state, np.asarray(returns))
         adapt_ms = 1e3 * (ask_s + time.perf_counter() - t0)

@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,7 +28,36 @@ from deploy.transport import LinkLostError
 
 log = logging.getLogger(__name__)
 Logger = Callable[[str, dict[str, Any]], None]
-Act = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class Controller(Protocol):
+    """What drives the robot through one episode: an ES policy with fixed parameters, or adaptive MPC."""
+
+    def reset(self) -> None:
+        """Start of an episode."""
+
+    def act(self, obs: np.ndarray, fresh: bool) -> np.ndarray:
+        """Command [act_dim] for observation [obs_dim]; ``fresh=False``: the robot's answer was lost and ``obs``
+        is the previous state again."""
+
+    def applied(self, sent: np.ndarray) -> None:
+        """The command really sent (after the safety layer and the actuator limits) for the last ``act``."""
+
+
+class PolicyController:
+    """A policy graph with a fixed parameter vector (ES-MAML's queries and evaluations): stateless."""
+
+    def __init__(self, act: Callable[[np.ndarray, np.ndarray], np.ndarray], params: np.ndarray | None):
+        self._act, self.params = act, params
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, fresh: bool) -> np.ndarray:
+        return self._act(obs, self.params)
+
+    def applied(self, sent: np.ndarray) -> None:
+        pass
 
 
 class RunStoppedError(RuntimeError):
@@ -85,17 +114,17 @@ class RobotSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def episode(self, act: Act, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
+    def episode(self, controller: Controller, seed: int, steps: int) -> tuple[float, int]:
         """(return, length) of one episode; re-run on the simulation if the link fails over to it."""
         while True:
             try:
-                return self._episode(act, params, seed, steps)
+                return self._episode(controller, seed, steps)
             except (LinkLostError, RobotFaultError, SafetyStopError) as e:
                 self._on_failure(e)
             finally:
                 self._release_log_writer()  # between episodes
 
-    def _episode(self, act: Act, params: np.ndarray, seed: int, steps: int) -> tuple[float, int]:
+    def _episode(self, controller: Controller, seed: int, steps: int) -> tuple[float, int]:
         """Each control step: wake at the deadline, read the robot's answer to the last command, infer,
         guard, write, log. The robot answers while the loop sleeps, so a cycle never waits on the line."""
         link, timer, safety, log_fn = self.link, self.timer, self.safety, self.log_fn
@@ -103,6 +132,7 @@ class RobotSession:
         self._episode_index += 1
         link.reset(seed)
         safety.reset()
+        controller.reset()
         state = link.read_state()
         total, length = 0.0, 0
         cmd = sent = safety.safe_command  # what the previous cycle sent (logged with the state it caused)
@@ -126,12 +156,13 @@ class RobotSession:
                 timer.lap("log")
                 if state.done or step == steps:
                     break
-            cmd = act(state.obs, params)
+            cmd = controller.act(state.obs, state.fresh)
             timer.lap("infer")
             safe = safety.command(cmd)
             timer.lap("safety")
             sent = link.write_command(safe)
             timer.lap("write")
+            controller.applied(sent)
         link.safe_stop()  # a robot holds still between episodes, its watchdog disarmed
         jit = timer.jitter[-length:] if timer.jitter else []
         log_fn("/timing", {"episode": index, "steps": length, "jitter_max_ms": 1e3 * max(jit, default=0.0)})

@@ -17,8 +17,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from metactl.report import format_table, write_summary
 from metactl.sim2real import emulator_process
 
@@ -31,7 +29,7 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
     from deploy import Bundle, check_compatibility, load_hardware_config
     from deploy.run_logger import RunLogger
     from deploy.runtime import realtime_process
-    from deploy.session import RobotSession
+    from deploy.session import PolicyController, RobotSession
 
     os.makedirs(out_dir, exist_ok=True)
     shutil.rmtree(os.path.join(out_dir, "bundle"), ignore_errors=True)  # scratch: rebuilt every run
@@ -54,7 +52,7 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
                     if session.link.describe()["link"] != "serial":
                         raise RuntimeError(f"the emulator on {emu.port} did not answer; see {run_dir}/emulator.log")
                     t0 = time.perf_counter()
-                    _, length = session.episode(bundle.act, np.asarray(bundle.params), seed=0, steps=steps)
+                    _, length = session.episode(PolicyController(bundle.act, bundle.params), seed=0, steps=steps)
                     elapsed = time.perf_counter() - t0
                     timing, counters = session.timer.summary(), session.link.counters()
             finally:

@@ -47,7 +47,49 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+ES_ONLY = (
+    "baseline",
+    "policy",
+    "directions",
+    "sigma",
+    "tasks",
+    "adaptation",
+    "adapt_queries",
+    "adapt_sigma",
+    "adapt_step_size",
+    "hc_mode",
+    "hc_batch",
+    "horizon",
+    "workers",
+    "address",
+)
+MB_ONLY = (
+    "rollouts",
+    "episode_steps",
+    "rnn_hidden",
+    "window",
+    "future",
+    "inner_lr",
+    "first_order",
+    "meta_batch",
+    "train_steps",
+    "planner",
+    "samples",
+    "planning_horizon",
+    "eval_steps",
+)
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, False)]
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    if args.method != "es":
+        return _train_model_based(args)
+    wrong = _given(args, MB_ONLY)
+    if wrong:
+        raise UserError(f"metactl train: {', '.join(wrong)} apply to 'metactl train grbal|rebal|mb' only")
     import train
 
     adaptation = None
@@ -108,9 +150,44 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return s
 
 
+def _train_model_based(args: argparse.Namespace) -> dict[str, Any]:
+    wrong = _given(args, ES_ONLY)
+    if wrong:
+        raise UserError(f"metactl train {args.method}: {', '.join(wrong)} apply to ES training only")
+    from train.mb_config import MBConfig
+    from train.mb_train import train_model_based
+
+    fields = {"family": args.family, "seed": args.seed, "method": args.method, "first_order": args.first_order}
+    for name in ("iterations", "learning_rate", "eval_every", "checkpoint_every", *MB_ONLY):
+        value = getattr(args, name)
+        if value is not None and name != "first_order":
+            fields[name] = value
+    if args.hidden:
+        fields["hidden"] = tuple(args.hidden)
+    if args.family == "four_corners":  # the ES default is no locomotion task
+        fields["family"] = MBConfig.family
+    config = MBConfig(**fields)
+    result = train_model_based(config, args.out, resume=args.resume, progress=not args.no_progress)
+    s = result.summary
+    rows = [(task, f"{ret:.1f}") for task, ret in s["heldout_returns"].items()]
+    print(
+        format_table(
+            f"metactl train {config.method}: {config.family}, seed {config.seed}, {s['iterations']} iterations, "
+            f"{s['env_steps']} env steps, {s['wall_s']:.0f} s",
+            ("held-out task", "return"),
+            rows,
+        )
+    )
+    print(f"model: {result.model_path}\ncurve: {s['curve']}")
+    return s
+
+
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     from deploy.export import export_bundle
 
+    model_path = os.path.join(args.run, "model.npz") if os.path.isdir(args.run) else args.run
+    if os.path.basename(model_path) == "model.npz" and os.path.isfile(model_path):
+        return _export_model(model_path, args.out)
     policy_path = os.path.join(args.run, "policy.npz") if os.path.isdir(args.run) else args.run
     if not os.path.exists(policy_path):
         raise UserError(f"metactl export: no trained policy at {policy_path}; pass --run with a 'metactl train' --out")
@@ -137,6 +214,64 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _export_model(model_path: str, out: str) -> dict[str, Any]:
+    from deploy.model_export import export_model_bundle
+
+    bundle = export_model_bundle(model_path, out)
+    with open(os.path.join(bundle, "metadata.json")) as f:
+        meta = json.load(f)
+    summary = {
+        "bundle": os.path.abspath(bundle),
+        "model": os.path.abspath(model_path),
+        "method": meta["method"],
+        "family": meta["family"],
+        "files": sorted(meta["files"]),
+        "control_period": meta["control_period"],
+    }
+    print(
+        format_table(
+            "metactl export",
+            ("bundle", "method", "family", "graphs", "period s"),
+            [(bundle, meta["method"], meta["family"], ", ".join(sorted(meta["files"])), meta["control_period"])],
+        )
+    )
+    write_summary(out, summary)
+    return summary
+
+
+def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from train.mb_eval import evaluate_runs
+
+    try:
+        result = evaluate_runs(args.runs, episodes=args.episodes, steps=args.steps, de_lr=args.de_lr)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    names = {"grbal": "GrBAL", "rebal": "ReBAL", "mb": "MB", "mb_de": "MB+DE"}
+    rows = []
+    for mode in ("grbal", "rebal", "mb", "mb_de"):
+        if mode in result["methods"]:
+            n = len(next(iter(result["per_seed"][mode].values())))
+            cells = [f"{result['methods'][mode][t]:.1f} ± {result['std'][mode][t]:.1f}" for t in result["tasks"]]
+            rows.append((names[mode], n, *cells))
+    print(
+        format_table(
+            f"metactl eval: held-out returns on {result['family']} (mean ± std over seeds)",
+            ("method", "seeds", *result["tasks"]),
+            rows,
+        )
+    )
+    summary = {
+        **result["methods"],
+        "family": result["family"],
+        "tasks": result["tasks"],
+        "std": result["std"],
+        "per_seed": result["per_seed"],
+        "runs": [os.path.abspath(r) for r in args.runs],
+    }
+    write_summary(args.out, summary)
+    return summary
+
+
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     import deploy
 
@@ -151,6 +286,7 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         progress=not args.no_progress,
         port=args.port,
         time_scale=args.time_scale,
+        mode=args.mode,
     )
     summary = report.summary()
     pre = summary["pre_adaptation_return"]
@@ -267,9 +403,16 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         from metactl.bench_es import bench_es
 
         return bench_es(args.out or "runs/bench_es", seeds=args.seeds, workers=args.workers)
+    if args.what == "mpc":
+        from metactl.bench_mpc import bench_mpc
+
+        return bench_mpc(
+            args.out or "runs/bench_mpc", run=args.run, steps=args.steps or 200, refit_steps=args.refit_steps,
+            eval_steps=args.eval_steps, episodes=args.episodes,
+        )  # fmt: skip
     from metactl.bench import bench_rollout
 
-    return bench_rollout(args.out or "runs/bench_rollout", steps=args.steps, ray=not args.no_ray)
+    return bench_rollout(args.out or "runs/bench_rollout", steps=args.steps or 20_000, ray=not args.no_ray)
 
 
 def _workers(text: str) -> int:
@@ -291,7 +434,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="metactl", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="meta-train a policy with ES-MAML (or the non-meta baseline)")
+    t = sub.add_parser("train", help="meta-train: an ES-MAML policy, or a GrBAL / ReBAL / MB dynamics model")
+    t.add_argument(
+        "method",
+        nargs="?",
+        default="es",
+        choices=("es", "grbal", "rebal", "mb"),
+        help="es (default): ES-MAML policy; grbal, rebal, mb: dynamics model + MPC",
+    )
     t.add_argument("--family", default="four_corners", help="task family (see 'metactl families')")
     t.add_argument("--out", required=True, help="output folder (checkpoints, metrics, policy.npz)")
     t.add_argument("--baseline", action="store_true", help="non-meta baseline: same ES budget, no adaptation")
@@ -314,8 +464,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int)
     t.add_argument("--seed", type=int, default=0)
     _add_worker_args(t)
+    m = t.add_argument_group("grbal / rebal / mb (defaults: train/mb_config.py)")
+    m.add_argument("--rollouts", type=int, help="episodes collected per iteration")
+    m.add_argument("--episode-steps", type=int, help="control steps per collected episode (0: the family's)")
+    m.add_argument("--rnn-hidden", type=int, help="ReBAL LSTM size")
+    m.add_argument("--window", type=int, help="M: past transitions to adapt on")
+    m.add_argument("--future", type=int, help="K: transitions the adapted model is scored on")
+    m.add_argument("--inner-lr", type=float, help="adaptation step size (alpha)")
+    m.add_argument("--first-order", action="store_true", help="GrBAL: first-order meta-gradient")
+    m.add_argument("--meta-batch", type=int, help="windows per gradient step")
+    m.add_argument("--train-steps", type=int, help="gradient steps per iteration")
+    m.add_argument("--planner", choices=("mppi", "cem", "random_shooting"))
+    m.add_argument("--samples", type=int, help="planner candidates per control step")
+    m.add_argument("--planning-horizon", type=int, help="planner look-ahead in control steps")
+    m.add_argument("--eval-steps", type=int, help="control steps per held-out evaluation episode")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="held-out table of GrBAL, ReBAL, MB and MB+DE over seeds")
+    ev.add_argument("runs", nargs="+", help="'metactl train grbal|rebal|mb' output folders (one family)")
+    ev.add_argument("--out", default="runs/eval")
+    ev.add_argument("--episodes", type=int, default=1, help="episodes per test task and run")
+    ev.add_argument("--steps", type=int, default=0, help="control steps per episode (0: the family's horizon)")
+    ev.add_argument("--de-lr", type=float, help="MB+DE step size (default: the run's inner_lr)")
+    ev.set_defaults(func=cmd_eval)
 
     e = sub.add_parser("export", help="export a trained policy to an ONNX bundle")
     e.add_argument("--run", required=True, help="a 'metactl train' output folder (or its policy.npz)")
@@ -332,6 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--port", help="serial robot: device path or pyserial URL (overrides [serial] port)")
     r.add_argument(
         "--time-scale", type=float, help="pace at the control rate x this (default: 1 on hardware, 0 = unpaced in sim)"
+    )
+    r.add_argument(
+        "--mode",
+        choices=("grbal", "rebal", "mb", "mb_de"),
+        help="model bundles: run as (default: the bundle's method; mb: frozen model; mb_de: dynamic evaluation)",
     )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=cmd_run)
@@ -364,15 +541,20 @@ def build_parser() -> argparse.ArgumentParser:
     s2r.set_defaults(func=cmd_sim2real)
 
     b = sub.add_parser(
-        "bench", help="benchmarks (not tests): rollout vs raw physics, es (ARS to 3430), loop (1 kHz), fuzz (codec)"
+        "bench",
+        help="benchmarks (not tests): rollout vs raw physics, es (ARS to 3430), loop (1 kHz), fuzz (codec), mpc",
     )
-    b.add_argument("what", choices=("rollout", "es", "loop", "fuzz"))
+    b.add_argument("what", choices=("rollout", "es", "loop", "fuzz", "mpc"))
     b.add_argument("--seconds", type=float, default=10.0, help="loop: seconds per rate")
     b.add_argument("--frames", type=int, default=1_000_000, help="fuzz: frames to feed the decoder")
     b.add_argument("--out", help="output folder (default runs/bench_<what>)")
     b.add_argument("--seeds", type=int, default=5, help="es: seeds to take the median over")
     b.add_argument("--workers", type=_workers, help="es: rollout workers (default: one per core)")
-    b.add_argument("--steps", type=int, default=20_000, help="control steps per timed run")
+    b.add_argument("--steps", type=int, help="control steps per timed run (rollout: 20000, mpc: 200)")
+    b.add_argument("--run", help="mpc: a finished 'metactl train grbal|rebal|mb' output, to also compare returns")
+    b.add_argument("--refit-steps", type=int, default=3000, help="mpc: gradient steps to fit the 3x512 reference")
+    b.add_argument("--eval-steps", type=int, default=0, help="mpc: control steps per held-out episode (0: horizon)")
+    b.add_argument("--episodes", type=int, default=1, help="mpc: held-out episodes per test task")
     b.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
     b.set_defaults(func=cmd_bench)
 

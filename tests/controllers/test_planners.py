@@ -11,20 +11,21 @@ LOW, HIGH = -np.ones(2), np.ones(2)
 
 
 def point_mass(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
-    """x' = x + 0.1 a (a batched 'model')."""
+    """x' = x + 0.1 a (a batched 'model' over any leading dimensions)."""
     return obs + 0.1 * act
 
 
 def distance_cost(obs: np.ndarray, act: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", nxt, nxt)
+    return np.sum(nxt * nxt, axis=-1)
 
 
 def _drive(planner, steps: int = 30, seed: int = 0) -> np.ndarray:
-    rng, x = np.random.default_rng(seed), np.array([1.5, -1.0])
+    """Two problems at once (E = 2): the point mass from two starts; each must reach the origin."""
+    rng, x = np.random.default_rng(seed), np.array([[1.5, -1.0], [-1.2, 0.4]])
     for _ in range(steps):
         a = planner.plan(x, point_mass, distance_cost, rng)
-        assert a.shape == (2,) and np.all(a >= LOW) and np.all(a <= HIGH)
-        x = point_mass(x[None], a[None])[0]
+        assert a.shape == (2, 2) and np.all(a >= LOW) and np.all(a <= HIGH)
+        x = point_mass(x, a)
     return x
 
 
@@ -35,60 +36,60 @@ def _drive(planner, steps: int = 30, seed: int = 0) -> np.ndarray:
 )
 def test_every_planner_reaches_the_goal(planner) -> None:
     # From |x| = 1.8 at <= 0.14 per step, 30 steps suffice; random shooting is the sloppiest.
-    assert np.linalg.norm(_drive(planner)) < 0.2
+    assert np.all(np.linalg.norm(_drive(planner), axis=1) < 0.2)
 
 
 def test_sequence_costs_match_a_loop_over_candidates() -> None:
     rng = np.random.default_rng(1)
-    actions = rng.uniform(-1, 1, size=(7, 4, 2))
-    x0 = np.array([0.3, 0.2])
+    actions = rng.uniform(-1, 1, size=(1, 7, 4, 2))
+    x0 = np.array([[0.3, 0.2]])
     want = []
-    for seq in actions:
+    for seq in actions[0]:
         x, total = x0.copy(), 0.0
         for a in seq:
-            nxt = x + 0.1 * a
+            nxt = x[0] + 0.1 * a
             total += float(nxt @ nxt)
-            x = nxt
+            x = nxt[None]
         want.append(total)
-    np.testing.assert_allclose(sequence_costs(x0, actions, point_mass, distance_cost), want)
+    np.testing.assert_allclose(sequence_costs(x0, actions, point_mass, distance_cost), [want])
 
 
 def test_random_shooting_returns_the_cheapest_candidates_first_action() -> None:
-    planner, x0 = RandomShooting(LOW, HIGH, 50, 3), np.array([0.5, 0.5])
+    planner, x0 = RandomShooting(LOW, HIGH, 50, 3), np.array([[0.5, 0.5], [-0.5, 0.1]])
     a = planner.plan(x0, point_mass, distance_cost, np.random.default_rng(2))
-    actions = np.random.default_rng(2).uniform(LOW, HIGH, size=(50, 3, 2))  # the same draw
-    best = np.argmin(sequence_costs(x0, actions, point_mass, distance_cost))
-    np.testing.assert_array_equal(a, actions[best, 0])
+    actions = np.random.default_rng(2).uniform(LOW, HIGH, size=(2, 50, 3, 2))  # the same draw
+    best = np.argmin(sequence_costs(x0, actions, point_mass, distance_cost), axis=1)
+    np.testing.assert_array_equal(a, actions[[0, 1], best, 0])
 
 
 def test_cem_keeps_the_lowest_cost_elites() -> None:
     # Cost depends only on the action: ||a - a*||^2. Correct elite selection converges to a*;
     # keeping the highest-cost end of the sort (the reference code's bug) would run away from it.
     target = np.array([0.6, -0.3])
-    cost = lambda obs, act, nxt: np.sum((act - target) ** 2, axis=1)  # noqa: E731
+    cost = lambda obs, act, nxt: np.sum((act - target) ** 2, axis=-1)  # noqa: E731
     planner = CEM(LOW, HIGH, 200, 1, iterations=6, elites=20)
-    a = planner.plan(np.zeros(2), point_mass, cost, np.random.default_rng(3))
-    np.testing.assert_allclose(a, target, atol=0.05)
+    a = planner.plan(np.zeros((1, 2)), point_mass, cost, np.random.default_rng(3))
+    np.testing.assert_allclose(a[0], target, atol=0.05)
 
 
 def test_mppi_warm_start_improves_the_plan_and_reset_forgets_it() -> None:
-    planner, rng, x0 = MPPI(LOW, HIGH, 64, 8, temperature=0.01), np.random.default_rng(4), np.array([1.0, 1.0])
+    planner, rng, x0 = MPPI(LOW, HIGH, 64, 8, temperature=0.01), np.random.default_rng(4), np.array([[1.0, 1.0]])
     planner.plan(x0, point_mass, distance_cost, rng)
-    plan_cost = lambda: sequence_costs(x0, planner._plan[None], point_mass, distance_cost)[0]  # noqa: E731
+    plan_cost = lambda: sequence_costs(x0, planner._plan[:, None], point_mass, distance_cost)[0, 0]  # noqa: E731
     costs = [plan_cost()]
     for _ in range(5):  # replanning from the same state refines the kept plan
-        planner._plan = np.concatenate([planner._plan[-1:], planner._plan[:-1]])  # undo the shift
+        planner._plan = np.roll(planner._plan, 1, axis=1)  # undo the shift
         planner.plan(x0, point_mass, distance_cost, rng)
         costs.append(plan_cost())
-    zero_plan = sequence_costs(x0, np.zeros((1, 8, 2)), point_mass, distance_cost)[0]
+    zero_plan = sequence_costs(x0, np.zeros((1, 1, 8, 2)), point_mass, distance_cost)[0, 0]
     assert costs[-1] < costs[0] < zero_plan  # each call moves the plan toward the origin
     planner.reset()
-    np.testing.assert_array_equal(planner._plan, np.zeros((8, 2)))
+    assert planner._plan is None  # the next call starts from the middle of the range again
 
 
 def test_same_seed_same_action_and_bad_settings_are_refused() -> None:
-    a = CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones(2), point_mass, distance_cost, np.random.default_rng(5))
-    b = CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones(2), point_mass, distance_cost, np.random.default_rng(5))
+    a = CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones((1, 2)), point_mass, distance_cost, np.random.default_rng(5))
+    b = CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones((1, 2)), point_mass, distance_cost, np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="elites"):
         CEM(LOW, HIGH, 10, 4, elites=11)

@@ -87,3 +87,36 @@ def hc_bundle(hc_linear_policy_path: str, tmp_path_factory: pytest.TempPathFacto
 def shipped_config() -> Callable[[str], str]:
     """Path of the shipped hardware config of a family's simulated robot."""
     return lambda family: os.path.join(CONFIG_DIR, f"sim_{family}.toml")
+
+
+TINY_MB: dict[str, Any] = {
+    "family": "halfcheetah_disabled_joint",
+    "iterations": 2,
+    "rollouts": 2,
+    "episode_steps": 40,
+    "train_steps": 20,
+    "samples": 16,
+    "planning_horizon": 4,
+    "eval_every": 0,
+    "eval_steps": 10,
+}
+
+
+@pytest.fixture(scope="session")
+def mb_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Tiny trained GrBAL, ReBAL and MB dynamics models (real training, ~2 s each): method -> model.npz."""
+    from train.mb_config import MBConfig
+    from train.mb_train import train_model_based
+
+    out = {}
+    for method in ("grbal", "rebal", "mb"):
+        config = MBConfig(method=method, **TINY_MB)
+        out[method] = train_model_based(config, str(tmp_path_factory.mktemp(method)), progress=False).model_path
+    return out
+
+
+@pytest.fixture(scope="session")
+def mb_bundles(mb_models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from deploy.model_export import export_model_bundle
+
+    return {m: export_model_bundle(p, str(tmp_path_factory.mktemp(f"{m}_bundle"))) for m, p in mb_models.items()}

@@ -14,7 +14,7 @@ def test_runtime_imports_only_robot_dependencies(tmp_path) -> None:
         "import json, sys\n"
         "import deploy, deploy.runtime, deploy.bundle, deploy.robot, deploy.hardware_config, deploy.report\n"
         "import deploy.serial_robot, deploy.session, deploy.transport, deploy.protocol, deploy.run_logger\n"
-        "import deploy.safety, deploy.pacing\n"
+        "import deploy.safety, deploy.pacing, deploy.model_bundle, controllers.mpc, controllers.dynamics\n"
         f"print(json.dumps([m for m in {FORBIDDEN!r} if m in sys.modules]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
@@ -29,3 +29,25 @@ def test_export_bundle_is_lazy(tmp_path) -> None:
         "assert 'onnx' in sys.modules and fn.__module__ == 'deploy.export'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_a_model_bundle_adapts_and_plans_without_torch(mb_bundles, tmp_path) -> None:
+    """GrBAL's adaptation step and ReBAL's state update run as ONNX graphs: the robot never needs torch."""
+    code = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from deploy.model_bundle import ModelBundle\n"
+        "for path in sys.argv[1:]:\n"
+        "    b = ModelBundle.load(path)\n"
+        "    c = b.controller(seed=0)\n"
+        "    c.reset()\n"
+        "    obs = np.zeros(b.obs_dim)\n"
+        "    for t in range(20):\n"
+        "        a = c.act(obs, True)\n"
+        "        c.applied(a)\n"
+        "        obs = obs + 0.01 * np.resize(a, b.obs_dim)\n"
+        f"print(json.dumps([m for m in {FORBIDDEN!r} if m in sys.modules]))\n"
+    )
+    args = [mb_bundles["grbal"], mb_bundles["rebal"], mb_bundles["mb"]]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(out.stdout) == []

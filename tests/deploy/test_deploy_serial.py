@@ -265,13 +265,13 @@ def lossy_emulator(tmp_path):
 
 
 def test_a_lost_answer_is_a_missed_step_not_a_reward_counted_twice(lossy_emulator):
-    from deploy.session import RobotSession
+    from deploy.session import PolicyController, RobotSession
 
     config, server, seen = lossy_emulator
     seen["drop"] = {5}
     act = lambda obs, p: 0.3 * np.sin(obs[:6])  # noqa: E731
     with RobotSession(config, port=server.address, time_scale=0) as session:
-        ret, length = session.episode(act, None, 7, 10)
+        ret, length = session.episode(PolicyController(act, None), 7, 10)
     assert length == 10 and session.missed_steps == 1
     # Every reward but the lost 5th, once each.
     assert ret == pytest.approx(sum(seen["rewards"]) - seen["rewards"][4], abs=1e-9)

@@ -1,0 +1,222 @@
+"""Export a trained dynamics model (GrBAL, ReBAL, MB) as a model bundle of plain ONNX inference graphs.
+
+Nagabandi et al., ICLR 2019: on the robot, every control step adapts the model and plans with it.
+The adaptation must run with onnxruntime alone (onnxruntime-training is unmaintained), so its
+gradient is written out as an ordinary forward graph — the MLP's backward pass by hand:
+
+- ``dynamics.onnx``: obs [N, d], act [N, a] (+ ReBAL's state h [1, H]) -> next_obs [N, d]; the
+  weights ``theta_i`` are overridable initializers, so the runtime feeds adapted ones.
+- ``adapt.onnx`` (MLP models): the window w_obs [M, d], w_act [M, a], w_next [M, d] ->
+  ``theta_i_adapted`` = theta_i - lr * dL/dtheta_i, L the mean squared normalized-delta error (as
+  ``train.dynamics_model.adapt_step``); ``theta_i`` and ``lr`` are overridable (MB+DE feeds its running weights).
+- ``recurrent_step.onnx`` (ReBAL): h, c [1, H] and one transition -> h_next, c_next.
+
+Normalization is folded into every graph. Built with ``onnx.helper`` (no torch); workstation side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from controllers.dynamics import DynamicsSpec, DynamicsStats
+from controllers.serialization import load_dynamics_model
+from deploy import metadata as md
+from deploy.errors import BundleError
+from deploy.export import IR_VERSION, _version
+
+MODEL_EXTRA_KEYS = (
+    "method", "family", "observation_names", "action_names", "control_period", "horizon",
+    "action_low", "action_high", "reward_spec", "planner", "window", "inner_lr", "train_config",
+)  # fmt: skip
+
+
+class _Graph:
+    """A tiny builder: constants become initializers, every node names its single output."""
+
+    def __init__(self) -> None:
+        self.inits: list[onnx.TensorProto] = []
+        self.nodes: list[onnx.NodeProto] = []
+        self._n = 0
+
+    def const(self, name: str, value: Any, dtype: type = np.float32) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op: str, *inputs: str, out: str | None = None, outputs: int = 1, **attrs: Any) -> Any:
+        self._n += 1
+        names = (
+            [out or f"{op.lower()}_{self._n}"]
+            if outputs == 1
+            else [f"{op.lower()}_{self._n}_{k}" for k in range(outputs)]
+        )
+        self.nodes.append(helper.make_node(op, list(inputs), names, name=f"n{self._n}_{op}", **attrs))
+        return names[0] if outputs == 1 else names
+
+    def model(self, name: str, inputs: list, outputs: list, doc: str) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.inits, doc_string=doc)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", md.OPSET)],
+            producer_name="metactl",
+            producer_version=_version(),
+        )
+        model.ir_version = IR_VERSION
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
+
+def _value(name: str, shape: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _weights(g: _Graph, params: list[np.ndarray]) -> list[str]:
+    """The parameters as overridable initializers ``theta_000`` ... (also declared as graph inputs)."""
+    return [g.const(f"theta_{i:03d}", p) for i, p in enumerate(params)]
+
+
+def _normalized(g: _Graph, stats: DynamicsStats, obs: str, act: str) -> tuple[str, str]:
+    o = g.op("Div", g.op("Sub", obs, g.const("obs_mean", stats.obs_mean)), g.const("obs_std", stats.obs_std))
+    a = g.op("Div", g.op("Sub", act, g.const("act_mean", stats.act_mean)), g.const("act_std", stats.act_std))
+    return o, a
+
+
+def _delta_target(g: _Graph, stats: DynamicsStats, obs: str, nxt: str) -> str:
+    d = g.op("Sub", g.op("Sub", nxt, obs), g.const("delta_mean", stats.delta_mean))
+    return g.op("Div", d, g.const("delta_std", stats.delta_std))
+
+
+def _mlp(g: _Graph, w: list[str], x: str, first: str | None = None) -> tuple[str, list[str], list[str]]:
+    """ReLU MLP; ``first`` is an extra pre-activation term for layer 0 (ReBAL's h @ W0_h). Returns
+    (output, layer inputs, pre-activations) for the hand-written backward pass."""
+    inputs, pre = [], []
+    layers = len(w) // 2
+    for i in range(layers):
+        inputs.append(x)
+        z = g.op("Add", g.op("MatMul", x, w[2 * i]), w[2 * i + 1])
+        if i == 0 and first is not None:
+            z = g.op("Add", z, first)
+        pre.append(z)
+        x = g.op("Relu", z) if i < layers - 1 else z
+    return x, inputs, pre
+
+
+def build_dynamics_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats) -> onnx.ModelProto:
+    g = _Graph()
+    w = _weights(g, params)
+    o, a = _normalized(g, stats, "obs", "act")
+    x = g.op("Concat", o, a, axis=1)
+    first, head = None, w
+    inputs = [_value("obs", ["N", spec.obs_dim]), _value("act", ["N", spec.act_dim])]
+    if spec.kind == "recurrent":
+        # Layer 0 of the head reads [x, h]: split its weight so h @ W0_h is computed once, not per candidate.
+        width = spec.obs_dim + spec.act_dim
+        head = w[3:]
+        w0_x = g.op("Slice", head[0], g.const("rows_0", [0], np.int64), g.const("rows_x", [width], np.int64),
+                    g.const("axis_0", [0], np.int64))  # fmt: skip
+        w0_h = g.op("Slice", head[0], "rows_x", g.const("rows_end", [width + spec.rnn_hidden], np.int64), "axis_0")
+        first = g.op("MatMul", "h", w0_h)
+        head = [w0_x, *head[1:]]
+        inputs.append(_value("h", [1, spec.rnn_hidden]))
+    out, _, _ = _mlp(g, head, x, first)
+    delta = g.op(
+        "Add", g.op("Mul", out, g.const("delta_std", stats.delta_std)), g.const("delta_mean", stats.delta_mean)
+    )
+    g.op("Add", "obs", delta, out="next_obs")
+    inputs += [_value(n, list(p.shape)) for n, p in zip(w, params, strict=True)]
+    return g.model("metactl_dynamics", inputs, [_value("next_obs", ["N", spec.obs_dim])],
+                   f"metactl {spec.kind} dynamics model {spec.hidden}: next_obs = obs + predicted delta")  # fmt: skip
+
+
+def build_adapt_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats, lr: float) -> onnx.ModelProto:
+    """theta' = theta - lr * grad of the mean squared normalized-delta error on the window (hand-written backward)."""
+    if spec.kind != "mlp":
+        raise BundleError("the gradient adaptation step exists for MLP dynamics models only")
+    g = _Graph()
+    w = _weights(g, params)
+    lr_name = g.const("lr", lr)
+    o, a = _normalized(g, stats, "w_obs", "w_act")
+    out, xs, zs = _mlp(g, w, g.op("Concat", o, a, axis=1))
+    diff = g.op("Sub", out, _delta_target(g, stats, "w_obs", "w_next"))
+    count = g.op("Cast", g.op("Size", diff), to=TensorProto.FLOAT)
+    grad = g.op("Div", g.op("Mul", diff, g.const("two", 2.0)), count)  # dL/d(out), L = mean(diff^2)
+    axes = g.const("axes_0", [0], np.int64)
+    outputs = [""] * len(w)
+    for i in reversed(range(len(w) // 2)):
+        g_w = g.op("MatMul", g.op("Transpose", xs[i], perm=[1, 0]), grad)
+        g_b = g.op("ReduceSum", grad, axes, keepdims=0)
+        outputs[2 * i] = g.op("Sub", w[2 * i], g.op("Mul", g_w, lr_name), out=f"{w[2 * i]}_adapted")
+        outputs[2 * i + 1] = g.op("Sub", w[2 * i + 1], g.op("Mul", g_b, lr_name), out=f"{w[2 * i + 1]}_adapted")
+        if i > 0:  # through the ReLU of layer i-1: gradient where its pre-activation was > 0 (as torch)
+            g_x = g.op("MatMul", grad, g.op("Transpose", w[2 * i], perm=[1, 0]))
+            grad = g.op(
+                "Mul", g_x, g.op("Cast", g.op("Greater", zs[i - 1], g.const(f"zero_{i}", 0.0)), to=TensorProto.FLOAT)
+            )
+    inputs = [_value("w_obs", ["M", spec.obs_dim]), _value("w_act", ["M", spec.act_dim]),
+              _value("w_next", ["M", spec.obs_dim]), _value("lr", [])]  # fmt: skip
+    inputs += [_value(n, list(p.shape)) for n, p in zip(w, params, strict=True)]
+    outs = [_value(n, list(p.shape)) for n, p in zip(outputs, params, strict=True)]
+    return g.model("metactl_adapt", inputs, outs, "GrBAL adaptation step: theta - lr * grad L(theta; window)")
+
+
+def build_recurrent_step_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats) -> onnx.ModelProto:
+    """ReBAL's state update: (h, c) and one transition -> (h_next, c_next); gates i, f, g, o."""
+    g = _Graph()
+    w = _weights(g, params[:3])
+    o, a = _normalized(g, stats, "obs", "act")
+    z = g.op("Concat", o, a, _delta_target(g, stats, "obs", "next_obs"), axis=1)
+    gates = g.op("Add", g.op("Add", g.op("MatMul", z, w[0]), g.op("MatMul", "h", w[1])), w[2])
+    i, f, gg, og = g.op("Split", gates, outputs=4, axis=1)
+    c = g.op(
+        "Add", g.op("Mul", g.op("Sigmoid", f), "c"), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)), out="c_next"
+    )
+    g.op("Mul", g.op("Sigmoid", og), g.op("Tanh", c), out="h_next")
+    h = spec.rnn_hidden
+    inputs = [_value("h", [1, h]), _value("c", [1, h]), _value("obs", [1, spec.obs_dim]),
+              _value("act", [1, spec.act_dim]), _value("next_obs", [1, spec.obs_dim])]  # fmt: skip
+    inputs += [_value(n, list(p.shape)) for n, p in zip(w, params[:3], strict=True)]
+    return g.model("metactl_recurrent_step", inputs, [_value("h_next", [1, h]), _value("c_next", [1, h])],
+                   "ReBAL recurrent update of the model state from one transition")  # fmt: skip
+
+
+def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] | None = None) -> str:
+    """Write the graphs of the dynamics model at ``model_path`` and their ``metadata.json`` into ``out_dir``;
+    ``planner`` replaces the training run's planner settings (e.g. to deploy with fewer samples)."""
+    if not os.path.isfile(model_path):
+        raise BundleError(f"model file {model_path} not found; train one with `metactl train grbal|rebal|mb`")
+    spec, params, stats, extra = load_dynamics_model(model_path)
+    missing = [k for k in MODEL_EXTRA_KEYS if k not in extra]
+    if missing:
+        raise BundleError(f"model file {model_path} lacks {missing}; re-train with this metactl")
+    graphs = {md.DYNAMICS_FILE: build_dynamics_graph(spec, params, stats)}
+    if spec.kind == "mlp":
+        graphs[md.ADAPT_FILE] = build_adapt_graph(spec, params, stats, float(extra["inner_lr"]))
+    else:
+        graphs[md.RECURRENT_FILE] = build_recurrent_step_graph(spec, params, stats)
+    os.makedirs(out_dir, exist_ok=True)
+    files = {}
+    for name, model in graphs.items():
+        data = model.SerializeToString()
+        with open(os.path.join(out_dir, name), "wb") as f:
+            f.write(data)
+        files[name] = hashlib.sha256(data).hexdigest()
+    meta = {
+        "format": md.FORMAT, "format_version": md.FORMAT_VERSION, "metactl_version": _version(),
+        "bundle_kind": md.MODEL_KIND, "dynamics": spec.to_dict(), "stats": stats.to_dict(),
+        "obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "files": files, "onnx_opset": md.OPSET,
+        **{k: extra[k] for k in MODEL_EXTRA_KEYS},
+    }
+    if planner is not None:
+        meta["planner"] = dict(planner)  # fmt: skip
+    md.validate_model_metadata(meta, out_dir)
+    tmp = os.path.join(out_dir, md.METADATA_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, os.path.join(out_dir, md.METADATA_FILE))
+    return out_dir

@@ -1,0 +1,157 @@
+"""Model bundles (GrBAL / ReBAL / MB): exported graphs vs torch, the robot controller vs the training one,
+the runtime on a simulated robot, and clear errors for the wrong bundle or robot."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from controllers.dynamics import ForwardCost
+from controllers.mpc import MPCController
+from controllers.planners import make_planner
+from controllers.serialization import load_dynamics_model
+from deploy import Bundle, load_hardware_config, run_online
+from deploy.errors import BundleError
+from deploy.model_bundle import ModelBundle
+from train import dynamics_model as dm
+from train.torch_online import TorchOnlineModel
+
+CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "hardware_configs"
+)
+REL = 1e-5
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest error relative to the reference's largest magnitude."""
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def _data(spec, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    obs = rng.normal(size=(n, spec.obs_dim)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(n, spec.act_dim)).astype(np.float32)
+    nxt = (obs + 0.05 * rng.normal(size=obs.shape)).astype(np.float32)
+    return obs, act, nxt
+
+
+@pytest.mark.parametrize("method", ["grbal", "mb"])
+def test_exported_adaptation_step_matches_torch_autograd(mb_models, mb_bundles, method) -> None:
+    spec, params, stats, extra = load_dynamics_model(mb_models[method])
+    bundle = ModelBundle.load(mb_bundles[method])
+    obs, act, nxt = _data(spec, 16)
+    outs = bundle.sessions["adapt.onnx"].run(None, {"w_obs": obs, "w_act": act, "w_next": nxt})
+    tp, ts = dm.from_numpy(params), dm.TorchStats(stats)
+    ref = dm.adapt_step(tp, ts, *(torch.tensor(x) for x in (obs, act, nxt)), float(extra["inner_lr"]))
+    for got, want, theta in zip(outs, ref, params, strict=True):
+        assert _rel(got, want.numpy()) < REL  # theta'
+        assert _rel(theta - got, theta - want.numpy()) < 1e-4  # the step itself, lr * grad (float32 sums)
+    # lr is an overridable input: lr = 0 gives back the trained weights exactly.
+    zero = bundle.sessions["adapt.onnx"].run(None, {"w_obs": obs, "w_act": act, "w_next": nxt,
+                                                     "lr": np.float32(0.0)})  # fmt: skip
+    for got, theta in zip(zero, params, strict=True):
+        np.testing.assert_array_equal(got, theta)
+
+
+def test_exported_dynamics_and_recurrent_step_match_torch(mb_models, mb_bundles) -> None:
+    for method in ("grbal", "rebal"):
+        spec, params, stats, _ = load_dynamics_model(mb_models[method])
+        sessions = ModelBundle.load(mb_bundles[method]).sessions
+        tp, ts = dm.from_numpy(params), dm.TorchStats(stats)
+        obs, act, nxt = _data(spec, 64, seed=1)
+        feed = {"obs": obs, "act": act}
+        with torch.no_grad():
+            if method == "rebal":
+                h = np.random.default_rng(2).normal(scale=0.3, size=(1, spec.rnn_hidden)).astype(np.float32)
+                c = np.random.default_rng(3).normal(scale=0.3, size=(1, spec.rnn_hidden)).astype(np.float32)
+                feed["h"] = h
+                want = dm.predict_recurrent(tp, ts, torch.tensor(obs), torch.tensor(act), torch.tensor(h))
+                step = {"h": h, "c": c, "obs": obs[:1], "act": act[:1], "next_obs": nxt[:1]}
+                h2, c2 = sessions["recurrent_step.onnx"].run(["h_next", "c_next"], step)
+                z = ts.transition(*(torch.tensor(x[:1]) for x in (obs, act, nxt)))
+                hr, cr = dm.lstm_step(tp[:3], z, torch.tensor(h), torch.tensor(c))
+                assert _rel(h2, hr.numpy()) < REL and _rel(c2, cr.numpy()) < REL
+            else:
+                want = dm.predict(tp, ts, torch.tensor(obs), torch.tensor(act))
+        (got,) = sessions["dynamics.onnx"].run(["next_obs"], feed)
+        assert _rel(got, want.numpy()) < REL
+
+
+@pytest.mark.parametrize("mode", ["grbal", "rebal", "mb", "mb_de"])
+def test_robot_controller_plans_like_the_training_controller(mb_models, mb_bundles, mode) -> None:
+    """Same seed, same transitions: the ONNX controller and the torch one choose the same actions."""
+    method = "mb" if mode in ("mb", "mb_de") else mode
+    spec, params, stats, extra = load_dynamics_model(mb_models[method])
+    bundle = ModelBundle.load(mb_bundles[method])
+    robot = bundle.controller(seed=5, mode=mode)
+    planner = make_planner(extra["planner"], np.asarray(extra["action_low"]), np.asarray(extra["action_high"]))
+    torch_model = TorchOnlineModel(mode, spec, params, stats, 1, extra["window"], extra["inner_lr"])
+    cost = ForwardCost(extra["observation_names"], extra["reward_spec"])
+    train_side = MPCController(torch_model, planner, cost, np.random.default_rng(5))
+    robot.reset()
+    train_side.reset()
+    from sim import make_family
+
+    family = make_family(extra["family"])
+    sim = family.make_batch(family.test_tasks()[:1])
+    obs = sim.reset([3])[0]
+    for _ in range(25):
+        a_robot = robot.act(obs, True)
+        a_train = train_side.act(obs[None])[0]
+        np.testing.assert_allclose(a_robot, a_train, rtol=1e-4, atol=1e-4)
+        robot.applied(a_train)
+        train_side.applied(a_train[None])
+        obs = sim.step(a_train[None])[0][0]
+
+
+def test_runtime_runs_a_model_bundle_on_the_simulated_robot(mb_bundles, tmp_path) -> None:
+    config = load_hardware_config(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml"))
+    report = run_online(mb_bundles["grbal"], config, seed=2, out_dir=str(tmp_path), adaptation_steps=2)
+    assert report.status == "completed"
+    kinds = [e.kind for e in report.episodes]
+    assert kinds == ["pre", "post", "post"]
+    assert report.episodes[0].length == config.control.episode_steps
+    # The same seeds again: the same returns (planner noise and episodes are seeded).
+    again = run_online(mb_bundles["grbal"], config, seed=2, adaptation_steps=2)
+    assert [e.ret for e in again.episodes] == [e.ret for e in report.episodes]
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["adaptation"]["method"] == "grbal"
+    assert os.path.getsize(tmp_path / "run.mcap") > 0
+
+
+def test_the_wrong_kind_of_bundle_is_refused_with_a_clear_error(mb_bundles, fc_bundle) -> None:
+    with pytest.raises(BundleError, match=r"holds a dynamics model .* of method 'grbal', but this needs an ES policy"):
+        Bundle.load(mb_bundles["grbal"])
+    with pytest.raises(BundleError, match=r"holds an ES policy .* but this needs a dynamics model"):
+        ModelBundle.load(fc_bundle)
+    with pytest.raises(BundleError, match="runs as"):
+        ModelBundle.load(mb_bundles["grbal"]).controller(0, mode="rebal")
+    config = load_hardware_config(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml"))
+    with pytest.raises(BundleError, match="--mode applies to model bundles only"):
+        run_online(fc_bundle, config, mode="grbal")
+
+
+def test_a_model_for_another_robot_is_refused_before_it_moves(mb_bundles) -> None:
+    ant = load_hardware_config(os.path.join(CONFIG_DIR, "sim_ant_fb.toml"))
+    with pytest.raises(BundleError, match=r"observations but .* lists"):
+        run_online(mb_bundles["grbal"], ant)
+
+
+def test_a_tampered_graph_or_metadata_is_named(mb_bundles, tmp_path) -> None:
+    broken = str(tmp_path / "b")
+    shutil.copytree(mb_bundles["rebal"], broken)
+    with open(os.path.join(broken, "recurrent_step.onnx"), "ab") as f:
+        f.write(b"x")
+    with pytest.raises(BundleError, match=r"recurrent_step\.onnx does not match its sha256"):
+        ModelBundle.load(broken)
+    meta_path = os.path.join(broken, "metadata.json")
+    meta = json.load(open(meta_path))
+    meta["dynamics"]["obs_dim"] = 5
+    json.dump(meta, open(meta_path, "w"))
+    with pytest.raises(BundleError, match="disagree with obs_dim"):
+        ModelBundle.load(broken)

@@ -1,0 +1,157 @@
+"""The dynamics models of ``controllers.dynamics`` in torch, with the GrBAL and ReBAL losses (training side).
+
+Nagabandi et al., ICLR 2019. Everything is a pure function of an explicit parameter list (the
+order of ``DynamicsSpec.param_shapes``), so ``torch.func`` can take exact second-order
+meta-gradients and batch per-episode adapted weights with ``vmap``:
+
+- GrBAL (Sec. 4.1): theta' = theta - alpha * grad L(theta; past M transitions); the meta-loss is
+  L(theta'; next K transitions), averaged over windows. ``first_order=True`` stops the gradient
+  through grad L (first-order MAML).
+- ReBAL (Sec. 4.2): an LSTM reads the window's transitions; the loss is on the last K
+  predictions, each made with the state after all earlier transitions of the window.
+L is the mean squared error of the normalized state delta.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.func import grad, vmap
+
+from controllers.dynamics import DynamicsSpec, DynamicsStats
+
+Params = list[torch.Tensor]
+DTYPE = torch.float32
+
+
+def init_params(spec: DynamicsSpec, generator: torch.Generator) -> Params:
+    """torch.nn.Linear's default init (uniform +-1/sqrt(fan_in)) for every layer, torch.nn.LSTM's for the LSTM."""
+    shapes = spec.param_shapes()
+    lstm = 3 if spec.kind == "recurrent" else 0
+    bounds = [1.0 / math.sqrt(spec.rnn_hidden)] * lstm if lstm else []
+    bounds += [1.0 / math.sqrt(shapes[lstm + 2 * (i // 2)][0]) for i in range(len(shapes) - lstm)]
+    return [(torch.rand(s, generator=generator, dtype=DTYPE) * 2 - 1) * b for s, b in zip(shapes, bounds, strict=True)]
+
+
+def to_numpy(params: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    return [p.detach().cpu().numpy().astype(np.float32) for p in params]
+
+
+def from_numpy(arrays: Sequence[np.ndarray]) -> Params:
+    return [torch.tensor(np.asarray(a), dtype=DTYPE) for a in arrays]
+
+
+class TorchStats:
+    """``DynamicsStats`` as float32 tensors."""
+
+    def __init__(self, stats: DynamicsStats):
+        t = {k: torch.tensor(getattr(stats, k), dtype=DTYPE) for k in DynamicsStats.field_names()}
+        self.obs_mean, self.obs_std = t["obs_mean"], t["obs_std"]
+        self.act_mean, self.act_std = t["act_mean"], t["act_std"]
+        self.delta_mean, self.delta_std = t["delta_mean"], t["delta_std"]
+
+    def inputs(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return torch.cat([(obs - self.obs_mean) / self.obs_std, (act - self.act_mean) / self.act_std], dim=-1)
+
+    def target(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return (next_obs - obs - self.delta_mean) / self.delta_std
+
+    def transition(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """ReBAL's LSTM input z = [obs_n, act_n, delta_n]."""
+        return torch.cat([self.inputs(obs, act), self.target(obs, next_obs)], dim=-1)
+
+    def next_obs(self, obs: torch.Tensor, delta_n: torch.Tensor) -> torch.Tensor:
+        return obs + self.delta_mean + self.delta_std * delta_n
+
+
+def mlp(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """ReLU MLP over the last axis; ``params`` = W0, b0, W1, b1, ... (no activation after the last layer)."""
+    n = len(params) // 2
+    for i in range(n):
+        x = x @ params[2 * i] + params[2 * i + 1]
+        if i < n - 1:
+            x = torch.relu(x)
+    return x
+
+
+def lstm_step(
+    params: Sequence[torch.Tensor], z: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step (gates i, f, g, o): z [..., Z], h and c [..., H] -> (h', c')."""
+    w_z, w_h, b = params[0], params[1], params[2]
+    i, f, g, o = (z @ w_z + h @ w_h + b).chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def mse(params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor, nxt: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of the MLP's normalized-delta prediction on transitions [..., T, ...]."""
+    return ((mlp(params, stats.inputs(obs, act)) - stats.target(obs, nxt)) ** 2).mean()
+
+
+def adapt_step(
+    params: Params,
+    stats: TorchStats,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    nxt: torch.Tensor,
+    lr: float | torch.Tensor,
+    first_order: bool = False,
+) -> Params:
+    """GrBAL's inner update theta' = theta - lr * grad mse(theta; obs [M, d], act [M, a], nxt [M, d])."""
+    g = grad(mse)(params, stats, obs, act, nxt)
+    if first_order:
+        g = [gi.detach() for gi in g]
+    return [p - lr * gi for p, gi in zip(params, g, strict=True)]
+
+
+def grbal_meta_loss(
+    params: Params,
+    stats: TorchStats,
+    past: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    future: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    lr: float | torch.Tensor,
+    first_order: bool = False,
+) -> torch.Tensor:
+    """Mean over B windows of mse(theta'; future), theta' adapted on past: past/future tuples of [B, M|K, ...]."""
+
+    def one(p: torch.Tensor, f: torch.Tensor) -> torch.Tensor:  # p, f: one window's (obs, act, nxt)
+        return mse(adapt_step(params, stats, *p, lr, first_order), stats, *f)
+
+    return vmap(one)(past, future).mean()
+
+
+def rebal_loss(
+    params: Params, stats: TorchStats, rnn_hidden: int, obs: torch.Tensor, act: torch.Tensor, nxt: torch.Tensor, m: int
+) -> torch.Tensor:
+    """ReBAL: windows obs [B, T, d], act [B, T, a], nxt [B, T, d]; each step predicted from the LSTM state after
+    the window's earlier transitions; the loss covers steps m..T-1 (the first m only warm the state up)."""
+    rnn, head = params[:3], params[3:]
+    b, t = obs.shape[:2]
+    h = torch.zeros(b, rnn_hidden, dtype=DTYPE)
+    c = torch.zeros_like(h)
+    z = stats.transition(obs, act, nxt)
+    x = stats.inputs(obs, act)
+    target = stats.target(obs, nxt)
+    losses = []
+    for k in range(t):
+        if k >= m:
+            losses.append(((mlp(head, torch.cat([x[:, k], h], dim=-1)) - target[:, k]) ** 2).mean())
+        h, c = lstm_step(rnn, z[:, k], h, c)
+    return torch.stack(losses).mean()
+
+
+def predict(params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """Next observations of the MLP model."""
+    return stats.next_obs(obs, mlp(params, stats.inputs(obs, act)))
+
+
+def predict_recurrent(
+    params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
+    """Next observations of ReBAL's model with LSTM state ``h`` (broadcast over the candidate axis)."""
+    x = stats.inputs(obs, act)
+    return stats.next_obs(obs, mlp(params[3:], torch.cat([x, h.expand(*x.shape[:-1], h.shape[-1])], dim=-1)))

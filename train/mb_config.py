@@ -1,0 +1,116 @@
+"""Configuration of model-based meta-training (GrBAL, ReBAL, MB): a frozen dataclass, validated by field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from train.config import ConfigError
+
+METHODS = ("grbal", "rebal", "mb")
+PLANNERS = ("mppi", "cem", "random_shooting")
+
+
+@dataclasses.dataclass(frozen=True)
+class MBConfig:
+    """Hyperparameters of one GrBAL / ReBAL / MB run (Nagabandi et al., ICLR 2019; the reference schedule is
+    50 iterations x 5 rollouts x 1000 steps = 250k environment steps)."""
+
+    method: str = "grbal"
+    """'grbal' (MAML on windows), 'rebal' (recurrent) or 'mb' (non-adaptive model; also MB+DE at evaluation)."""
+    family: str = "halfcheetah_disabled_joint"
+    """Task family (see ``metactl families``)."""
+    iterations: int = 30
+    """Data-collection iterations; the first collects with uniformly random actions."""
+    rollouts: int = 5
+    """Episodes per iteration, each on a newly drawn training task, run in lockstep."""
+    episode_steps: int = 0
+    """Control steps per collected episode; 0 uses the family's horizon."""
+    hidden: tuple[int, ...] = (128, 128)
+    """ReLU MLP widths of the dynamics model (the reference code's 3x512 is ~15x slower to plan with)."""
+    rnn_hidden: int = 64
+    """ReBAL's LSTM state size."""
+    window: int = 16
+    """M: past transitions the model adapts on."""
+    future: int = 16
+    """K: following transitions the adapted model is scored on (meta-loss)."""
+    inner_lr: float = 0.01
+    """alpha: step size of the adaptation step (GrBAL; also MB+DE's online step)."""
+    first_order: bool = False
+    """GrBAL: drop the second-order term of the meta-gradient (first-order MAML)."""
+    meta_batch: int = 10
+    """Windows per meta-gradient step (GrBAL, ReBAL); MB uses meta_batch x (M + K) transitions per step."""
+    train_steps: int = 400
+    """Gradient steps on all data collected so far, per iteration."""
+    learning_rate: float = 1e-3
+    """Adam step size of the outer (meta-)optimization."""
+    planner: str = "mppi"
+    """MPC planner: 'mppi' (warm-started), 'cem' or 'random_shooting'."""
+    samples: int = 100
+    """Candidate action sequences per control step."""
+    planning_horizon: int = 10
+    """Control steps each candidate looks ahead."""
+    temperature: float = 0.5
+    """MPPI: weight exp(-cost / temperature)."""
+    noise_std: float = 0.3
+    """MPPI / CEM: exploration noise, relative to half the action range."""
+    eval_every: int = 10
+    """Evaluate on the held-out test tasks every this many iterations (and at the end); 0 = only at the end."""
+    eval_steps: int = 0
+    """Control steps per held-out evaluation episode; 0 uses the family's horizon."""
+    checkpoint_every: int = 1
+    """Checkpoint every this many iterations (and at the end)."""
+    seed: int = 0
+    """Seed of every random choice in the run."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        self.validate()
+
+    def validate(self) -> None:
+        from sim.registry import FAMILIES
+
+        if self.method not in METHODS:
+            raise ConfigError(f"method: must be one of {METHODS}, got {self.method!r}")
+        usable = [name for name, cls in FAMILIES.items() if getattr(cls, "reward_spec", None)]
+        if self.family not in usable:
+            raise ConfigError(
+                f"family: {self.family!r} has no reward_spec for a model-based planner; "
+                f"choose one of: {', '.join(usable)}"
+            )
+        if self.planner not in PLANNERS:
+            raise ConfigError(f"planner: must be one of {PLANNERS}, got {self.planner!r}")
+        positive = ("iterations", "rollouts", "window", "future", "meta_batch", "train_steps", "samples",
+                    "planning_horizon", "checkpoint_every", "rnn_hidden")  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        for name in ("episode_steps", "eval_every", "eval_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")
+        if not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"hidden: every width must be >= 1, got {self.hidden}")
+        for name in ("inner_lr", "learning_rate", "temperature", "noise_std"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"{name}: must be a number > 0, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MBConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; settings are {sorted(names)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> MBConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,88 @@
+"""Online-adapting dynamics models in torch, batched over E episodes (the ``OnlineDynamics`` of ``controllers.mpc``).
+
+Used for data collection and evaluation in simulation; on the robot the same roles are played
+by ONNX graphs (``deploy.model_runtime``). Modes (Nagabandi et al., ICLR 2019, Sec. 6):
+
+- ``grbal``: every step, theta'_e = theta - lr * grad L(theta; episode e's last M transitions).
+- ``mb``: the trained weights, never changed.
+- ``mb_de`` (dynamic evaluation): every step one more gradient step on the episode's own running
+  weights, on its last M transitions; the weights return to the trained ones at ``reset``.
+- ``rebal``: the LSTM state takes each transition in; prediction uses the current state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.func import vmap
+
+from controllers.dynamics import DynamicsSpec, DynamicsStats, TransitionWindow
+from train import dynamics_model as dm
+
+MODES = ("grbal", "mb", "mb_de", "rebal")
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x, dtype=np.float32))
+
+
+class TorchOnlineModel:
+    """E episodes of one trained model in ``mode``; ``window`` = M, ``lr`` the adaptation step size."""
+
+    def __init__(
+        self,
+        mode: str,
+        spec: DynamicsSpec,
+        params: list[np.ndarray],
+        stats: DynamicsStats,
+        envs: int,
+        window: int = 16,
+        lr: float = 0.01,
+    ):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if (mode == "rebal") != (spec.kind == "recurrent"):
+            raise ValueError(f"mode {mode!r} does not fit a {spec.kind} model")
+        spec.check_params(params)
+        self.mode, self.spec, self.envs, self.lr = mode, spec, envs, lr
+        self.params = dm.from_numpy(params)
+        self.stats = dm.TorchStats(stats)
+        self.window = TransitionWindow(window, envs, spec.obs_dim, spec.act_dim)
+        self._adapt_batch = vmap(dm.adapt_step, in_dims=(0, None, 0, 0, 0, None))
+        self._adapt_shared = vmap(dm.adapt_step, in_dims=(None, None, 0, 0, 0, None))
+        self._predict = vmap(dm.predict, in_dims=(0, None, 0, 0))
+        self.reset()
+
+    def reset(self) -> None:
+        self.window.clear()
+        self.current: list[torch.Tensor] | None = None  # per-episode weights [E, ...], None = the trained ones
+        h = self.spec.rnn_hidden
+        self.h, self.c = torch.zeros(self.envs, h), torch.zeros(self.envs, h)
+
+    def observe(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> None:
+        if self.mode == "rebal":
+            with torch.no_grad():
+                z = self.stats.transition(_t(obs), _t(act), _t(next_obs))
+                self.h, self.c = dm.lstm_step(self.params[:3], z, self.h, self.c)
+        else:
+            self.window.push(obs, act, next_obs)
+
+    def adapt(self) -> None:
+        if self.mode not in ("grbal", "mb_de") or self.window.count == 0:
+            return
+        obs, act, nxt = (_t(a) for a in self.window.arrays())
+        if self.mode == "grbal" or self.current is None:  # GrBAL restarts from the meta-weights every step
+            self.current = self._adapt_shared(self.params, self.stats, obs, act, nxt, self.lr)
+        else:
+            self.current = self._adapt_batch(self.current, self.stats, obs, act, nxt, self.lr)
+
+    def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            o, a = _t(obs), _t(act)
+            if self.mode == "rebal":
+                out = dm.predict_recurrent(self.params, self.stats, o, a, self.h[:, None, :])
+            elif self.current is None:
+                out = dm.predict(self.params, self.stats, o, a)
+            else:
+                out = self._predict(self.current, self.stats, o, a)
+        return out.numpy().astype(np.float64)
