@@ -207,9 +207,16 @@ def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] |
             f.write(data)
         files[name] = hashlib.sha256(data).hexdigest()
     meta = {
-        "format": md.FORMAT, "format_version": md.FORMAT_VERSION, "metactl_version": _version(),
-        "bundle_kind": md.MODEL_KIND, "dynamics": spec.to_dict(), "stats": stats.to_dict(),
-        "obs_dim": spec.obs_dim, "act_dim": spec.act_dim, "files": files, "onnx_opset": md.OPSET,
+        "format": md.FORMAT,
+        "format_version": md.FORMAT_VERSION,
+        "metactl_version": _version(),
+        "bundle_kind": md.MODEL_KIND,
+        "dynamics": spec.to_dict(),
+        "stats": stats.to_dict(),
+        "obs_dim": spec.obs_dim,
+        "act_dim": spec.act_dim,
+        "files": files,
+        "onnx_opset": md.OPSET,
         **{k: extra[k] for k in MODEL_EXTRA_KEYS},
     }
     if planner is not None:

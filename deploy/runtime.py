@@ -101,6 +101,8 @@ def run_online(
     model_based = md.bundle_kind(read_metadata(bundle_dir)) == md.MODEL_KIND
     bundle: Bundle | ModelBundle = ModelBundle.load(bundle_dir) if model_based else Bundle.load(bundle_dir)
     meta = bundle.metadata
+    if mode is not None and not model_based:
+        raise BundleError(f"bundle {bundle_dir} is an ES policy; --mode applies to model bundles only")
     check_compatibility(meta, config)
     operator = None
     if isinstance(bundle, ModelBundle):
@@ -108,8 +110,6 @@ def run_online(
         adaptation = {"name": mode or bundle.method, "method": bundle.method, "planner": meta["planner"],
                       "window": meta["window"]}  # fmt: skip
     else:
-        if mode is not None:
-            raise BundleError(f"bundle {bundle_dir} is an ES policy; --mode applies to model bundles only")
         try:
             operator = make_operator(meta["adaptation"])
         except (AdaptationError, TypeError) as e:

@@ -3,12 +3,26 @@
 Depends on no other metactl package. Importing it registers the Gymnasium envs
 ``metactl/FourCorners-v0``, ``metactl/MultiGoalCircle-v0``,
 ``metactl/HalfCheetahForwardBackward-v0``, ``metactl/HalfCheetahGoalVelocity-v0`` and
-``metactl/AntForwardBackward-v0``.
+``metactl/AntForwardBackward-v0``, and GrBAL's ``metactl/HalfCheetahDisabledJoint-v0``,
+``metactl/HalfCheetahSlope-v0``, ``metactl/HalfCheetahPier-v0`` and ``metactl/AntCrippledLeg-v0``.
 """
 
 from sim.registry import FAMILIES, make_family, register_envs
 from sim.rollout import BatchPolicy, RolloutResult, rollout
-from sim.tasks import BatchSim, DirectionTask, GoalTask, Task, TaskError, TaskFamily, VelocityTask, task_from_dict
+from sim.tasks import (
+    BatchSim,
+    CrippledLegTask,
+    DirectionTask,
+    DisabledJointTask,
+    GoalTask,
+    PierTask,
+    Task,
+    TaskError,
+    TaskFamily,
+    TerrainTask,
+    VelocityTask,
+    task_from_dict,
+)
 
 register_envs()
 
@@ -16,12 +30,16 @@ __all__ = [
     "FAMILIES",
     "BatchPolicy",
     "BatchSim",
+    "CrippledLegTask",
     "DirectionTask",
+    "DisabledJointTask",
     "GoalTask",
+    "PierTask",
     "RolloutResult",
     "Task",
     "TaskError",
     "TaskFamily",
+    "TerrainTask",
     "VelocityTask",
     "make_family",
     "register_envs",

@@ -5,7 +5,7 @@ al., 2017) used by ES-MAML (Song et al., ICLR 2020, Sec. 5.2). The step is lean:
 ``mj_step(..., nstep=frame_skip)`` per instance, state gathered into preallocated
 arrays, observations and rewards computed once for the whole batch.
 
-Rewards (per control step, dt = 0.05 s):
+Rewards (per control step, dt = 0.01 s x ``frame_skip`` 5 = 0.05 s):
 - HalfCheetah Forward-Backward: ``direction * v_x - 0.05 * |a|^2``
 - HalfCheetah Goal-Velocity:    ``-|v_x - v_goal| - 0.05 * |a|^2``
 - Ant Forward-Backward:         ``direction * v_x - 0.005 * |a|^2 + 0.05``, ending
@@ -15,6 +15,10 @@ Train/test split (fixed): training tasks scale every body mass by
 ``mass_scale ~ U[0.8, 1.2]``; Forward-Backward draws direction +-1, Goal-Velocity
 draws v_goal ~ U[0, 2] m/s. Test tasks are listed in each family's
 ``test_tasks`` (exact values, never drawn in training).
+
+Families vary the scene per task through ``model_key`` / ``model_for_key``, the control
+period through ``frame_skip`` and damage through ``actuator_gain`` (see
+``sim.adaptive_locomotion``); the defaults cost the hot path nothing.
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def signal_names(model: mujoco.MjModel, qpos_skip: int) -> tuple[tuple[str, ...]
 
 
 class MujocoBatch(BatchSim):
-    """One ``MjData`` per task; tasks with the same mass scale share one ``MjModel``.
+    """One ``MjData`` per task; tasks with the same ``family.model_key`` (by default the mass scale) share one
+    ``MjModel``.
 
     The step is the hot path of every rollout: per instance it sets the control, steps the
     physics and copies qpos/qvel straight into a preallocated observation buffer; the
@@ -92,30 +97,34 @@ class MujocoBatch(BatchSim):
     """
 
     def __init__(self, family: LocomotionFamily, tasks: Sequence[Task]):
-        models: dict[float, mujoco.MjModel] = {}
+        models: dict[object, mujoco.MjModel] = {}
         self.models = []
         for t in tasks:
-            scale = float(t.mass_scale)  # type: ignore[attr-defined]
-            if scale not in models:
-                models[scale] = family.model_for(scale)
-            self.models.append(models[scale])
+            key = family.model_key(t)
+            if key not in models:
+                models[key] = family.model_for_key(key)
+            self.models.append(models[key])
         self.datas = [mujoco.MjData(m) for m in self.models]
         self.family = family
         m0 = self.models[0]
         self.num_envs, self.obs_dim, self.act_dim = len(tasks), family.obs_dim, m0.nu
         self.obs = np.zeros((self.num_envs, self.obs_dim))
         self.x = np.zeros(self.num_envs)  # root x position [m], for the forward velocity
-        n_pos, skip = m0.nq - family.qpos_skip, family.qpos_skip
+        nq, nv = family.robot_dofs or (m0.nq, m0.nv)
+        skip = family.qpos_skip
         self.target = np.array([family.task_target(t) for t in tasks], dtype=np.float64)
-        self.inv_dt = 1.0 / (m0.opt.timestep * FRAME_SKIP)
-        self._n_pos, self._skip = n_pos, skip
+        gains = np.array([family.actuator_gain(t) for t in tasks], dtype=np.float64).reshape(len(tasks), m0.nu)
+        self.gain = None if np.all(gains == 1.0) else gains  # [N, act_dim]; None: the plain (fast) path
+        self.frame_skip = family.frame_skip
+        self.inv_dt = 1.0 / (m0.opt.timestep * self.frame_skip)
+        self._n_pos, self._skip, self._nq, self._nv = nq - skip, skip, nq, nv
         self._bind()
 
     def _bind(self) -> None:
         """Views made once: MjData's buffers never move, and making a view costs as much as a copy."""
-        n_pos, skip = self._n_pos, self._skip
+        n_pos, skip, nq, nv = self._n_pos, self._skip, self._nq, self._nv
         self._slots = [
-            (m, d, d.ctrl, d.qpos, d.qpos[skip:], d.qvel, self.obs[i, :n_pos], self.obs[i, n_pos:])
+            (m, d, d.ctrl, d.qpos, d.qpos[skip:nq], d.qvel[:nv], self.obs[i, :n_pos], self.obs[i, n_pos:])
             for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True))
         ]
 
@@ -137,11 +146,12 @@ class MujocoBatch(BatchSim):
             obs_vel[:] = qvel
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        nq, nv = self._nq, self._nv  # only the robot's state is randomized, not the scene's (e.g. floating blocks)
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
             rng = np.random.default_rng(int(seeds[i]))
             mujoco.mj_resetData(m, d)
-            d.qpos[:] = m.qpos0 + rng.uniform(-RESET_NOISE, RESET_NOISE, size=m.nq)
-            d.qvel[:] = RESET_NOISE * rng.standard_normal(m.nv)
+            d.qpos[:nq] = m.qpos0[:nq] + rng.uniform(-RESET_NOISE, RESET_NOISE, size=nq)
+            d.qvel[:nv] = RESET_NOISE * rng.standard_normal(nv)
             mujoco.mj_forward(m, d)
         self._gather()
         return self.obs.copy()
@@ -149,10 +159,11 @@ class MujocoBatch(BatchSim):
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fam = self.family
         actions = np.minimum(np.maximum(actions, fam.action_low), fam.action_high)
-        x, x_before, step = self.x, self.x.copy(), mujoco.mj_step
+        applied = actions if self.gain is None else actions * self.gain  # a disabled actuator applies nothing
+        x, x_before, step, skip = self.x, self.x.copy(), mujoco.mj_step, self.frame_skip
         for i, (m, d, ctrl, qpos, qpos_obs, qvel, obs_pos, obs_vel) in enumerate(self._slots):
-            ctrl[:] = actions[i]
-            step(m, d, FRAME_SKIP)
+            ctrl[:] = applied[i]
+            step(m, d, skip)
             x[i] = qpos[0]
             obs_pos[:] = qpos_obs
             obs_vel[:] = qvel
@@ -168,16 +179,38 @@ class LocomotionFamily(TaskFamily):
     task_type: type[Task]
     horizon = 200
     ctrl_cost: float = 0.05
+    frame_skip: int = FRAME_SKIP
+    """Physics steps per control step."""
+    robot_dofs: tuple[int, int] | None = None
+    """(nq, nv) of the robot when the scene has more joints (e.g. floating blocks): only those are observed."""
 
     def __init__(self) -> None:
-        model = base_model(self.xml_name)
-        self.observation_names, self.action_names = signal_names(model, self.qpos_skip)
+        model = self.model_for_key(self.model_key(self.test_tasks()[0]))
+        names, self.action_names = signal_names(model, self.qpos_skip)
+        if self.robot_dofs is not None:
+            nq, nv = self.robot_dofs
+            pos, vel = names[: model.nq - self.qpos_skip], names[model.nq - self.qpos_skip :]
+            names = pos[: nq - self.qpos_skip] + vel[:nv]
+        self.observation_names = names
         self.action_low = model.actuator_ctrlrange[:, 0].copy()
         self.action_high = model.actuator_ctrlrange[:, 1].copy()
-        self.control_period = float(model.opt.timestep * FRAME_SKIP)
+        self.control_period = float(model.opt.timestep * self.frame_skip)
 
     def model_for(self, mass_scale: float) -> mujoco.MjModel:
         return compile_model(self.xml_name, float(mass_scale))
+
+    def model_key(self, task: Task) -> object:
+        """Tasks with equal keys share one (read-only) ``MjModel``."""
+        return float(task.mass_scale)  # type: ignore[attr-defined]
+
+    def model_for_key(self, key: object) -> mujoco.MjModel:
+        """The shared, read-only model of ``model_key`` value ``key``."""
+        return self.model_for(key)  # type: ignore[arg-type]
+
+    def actuator_gain(self, task: Task) -> np.ndarray:
+        """Per-actuator gain [act_dim] applied to the clipped command (0: a disabled actuator); the reward's
+        control cost still uses the commanded action."""
+        return np.ones(self.act_dim)
 
     def make_batch(self, tasks: Sequence[Task]) -> MujocoBatch:
         for t in tasks:

@@ -6,13 +6,24 @@ import functools
 
 import gymnasium
 
+from sim.adaptive_locomotion import AntCrippledLeg, HalfCheetahDisabledJoint, HalfCheetahPier, HalfCheetahSlope
 from sim.locomotion import AntForwardBackward, HalfCheetahForwardBackward, HalfCheetahGoalVelocity, HalfCheetahRun
 from sim.point_nav import FourCorners, MultiGoalCircle
 from sim.tasks import TaskError, TaskFamily
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
-    for cls in (FourCorners, MultiGoalCircle, HalfCheetahForwardBackward, HalfCheetahGoalVelocity, AntForwardBackward)
+    for cls in (
+        FourCorners,
+        MultiGoalCircle,
+        HalfCheetahForwardBackward,
+        HalfCheetahGoalVelocity,
+        AntForwardBackward,
+        HalfCheetahDisabledJoint,
+        HalfCheetahSlope,
+        HalfCheetahPier,
+        AntCrippledLeg,
+    )
 }
 """The meta-learning task families (each with a train/test split)."""
 BENCHMARK_FAMILIES: dict[str, type[TaskFamily]] = {HalfCheetahRun.name: HalfCheetahRun}

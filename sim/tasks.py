@@ -52,7 +52,40 @@ class VelocityTask(Task):
     mass_scale: float = 1.0
 
 
-TASK_TYPES: dict[str, type[Task]] = {t.__name__: t for t in (GoalTask, DirectionTask, VelocityTask)}
+@dataclasses.dataclass(frozen=True)
+class DisabledJointTask(Task):
+    """Actuator ``joint`` (model order) gives no torque: the robot is damaged (GrBAL, Nagabandi et al. 2019)."""
+
+    joint: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CrippledLegTask(Task):
+    """Both actuators of leg ``leg`` give no torque (Ant crippled leg, Nagabandi et al. 2019)."""
+
+    leg: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TerrainTask(Task):
+    """Ground height: ``ramps`` are (x_start [m], length [m], rise [m]) pieces added up along x; ``name`` labels it."""
+
+    ramps: tuple[tuple[float, float, float], ...]
+    name: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PierTask(Task):
+    """A pier of floating blocks along x, block k with damping ``damping[k]`` [N s/m] on its vertical spring."""
+
+    damping: tuple[float, ...]
+    name: str = ""
+
+
+TASK_TYPES: dict[str, type[Task]] = {
+    t.__name__: t
+    for t in (GoalTask, DirectionTask, VelocityTask, DisabledJointTask, CrippledLegTask, TerrainTask, PierTask)
+}
 
 
 def task_from_dict(data: dict[str, Any]) -> Task:
@@ -66,11 +99,12 @@ def task_from_dict(data: dict[str, Any]) -> Task:
     unknown = set(data) - names
     if unknown:
         raise TaskError(f"task type {kind} has no field(s) {sorted(unknown)}; fields are {sorted(names)}")
-    for key in ("goal",):
+    for key in ("goal", "damping"):
         if key in data:
             data[key] = tuple(float(v) for v in data[key])
-    if "distractors" in data:
-        data["distractors"] = tuple(tuple(float(v) for v in g) for g in data["distractors"])
+    for key in ("distractors", "ramps"):
+        if key in data:
+            data[key] = tuple(tuple(float(v) for v in g) for g in data[key])
     return cls(**data)
 
 

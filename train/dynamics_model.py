@@ -77,6 +77,16 @@ def mlp(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def mlp_batched(params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``mlp`` with one weight set per episode: params W [E, in, out], b [E, out]; x [E, N, in] -> [E, N, out]."""
+    n = len(params) // 2
+    for i in range(n):
+        x = torch.baddbmm(params[2 * i + 1][:, None, :], x, params[2 * i])
+        if i < n - 1:
+            x = torch.relu(x)
+    return x
+
+
 def lstm_step(
     params: Sequence[torch.Tensor], z: torch.Tensor, h: torch.Tensor, c: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,7 +50,6 @@ class TorchOnlineModel:
         self.window = TransitionWindow(window, envs, spec.obs_dim, spec.act_dim)
         self._adapt_batch = vmap(dm.adapt_step, in_dims=(0, None, 0, 0, 0, None))
         self._adapt_shared = vmap(dm.adapt_step, in_dims=(None, None, 0, 0, 0, None))
-        self._predict = vmap(dm.predict, in_dims=(0, None, 0, 0))
         self.reset()
 
     def reset(self) -> None:
@@ -83,6 +82,6 @@ class TorchOnlineModel:
                 out = dm.predict_recurrent(self.params, self.stats, o, a, self.h[:, None, :])
             elif self.current is None:
                 out = dm.predict(self.params, self.stats, o, a)
-            else:
-                out = self._predict(self.current, self.stats, o, a)
+            else:  # per-episode adapted weights: one batched matmul per layer
+                out = self.stats.next_obs(o, dm.mlp_batched(self.current, self.stats.inputs(o, a)))
         return out.numpy().astype(np.float64)

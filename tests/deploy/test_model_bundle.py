@@ -52,8 +52,8 @@ def test_exported_adaptation_step_matches_torch_autograd(mb_models, mb_bundles, 
         assert _rel(got, want.numpy()) < REL  # theta'
         assert _rel(theta - got, theta - want.numpy()) < 1e-4  # the step itself, lr * grad (float32 sums)
     # lr is an overridable input: lr = 0 gives back the trained weights exactly.
-    zero = bundle.sessions["adapt.onnx"].run(None, {"w_obs": obs, "w_act": act, "w_next": nxt,
-                                                     "lr": np.float32(0.0)})  # fmt: skip
+    feed = {"w_obs": obs, "w_act": act, "w_next": nxt, "lr": np.array(0.0, dtype=np.float32)}
+    zero = bundle.sessions["adapt.onnx"].run(None, feed)
     for got, theta in zip(zero, params, strict=True):
         np.testing.assert_array_equal(got, theta)
 
@@ -109,29 +109,38 @@ def test_robot_controller_plans_like_the_training_controller(mb_models, mb_bundl
         obs = sim.step(a_train[None])[0][0]
 
 
+def _sim_config(tmp_path, steps: int = 30):
+    """The shipped simulated damaged cheetah with short episodes."""
+    with open(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml")) as f:
+        text = f.read().replace("# episode_steps = 1000", f"episode_steps = {steps}")
+    path = tmp_path / "sim.toml"
+    path.write_text(text)
+    return load_hardware_config(str(path))
+
+
 def test_runtime_runs_a_model_bundle_on_the_simulated_robot(mb_bundles, tmp_path) -> None:
-    config = load_hardware_config(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml"))
-    report = run_online(mb_bundles["grbal"], config, seed=2, out_dir=str(tmp_path), adaptation_steps=2)
+    config = _sim_config(tmp_path)
+    report = run_online(mb_bundles["grbal"], config, seed=2, out_dir=str(tmp_path / "out"), adaptation_steps=2)
     assert report.status == "completed"
     kinds = [e.kind for e in report.episodes]
     assert kinds == ["pre", "post", "post"]
     assert report.episodes[0].length == config.control.episode_steps
     # The same seeds again: the same returns (planner noise and episodes are seeded).
     again = run_online(mb_bundles["grbal"], config, seed=2, adaptation_steps=2)
-    assert [e.ret for e in again.episodes] == [e.ret for e in report.episodes]
-    summary = json.load(open(tmp_path / "summary.json"))
+    assert [e.episode_return for e in again.episodes] == [e.episode_return for e in report.episodes]
+    summary = json.load(open(tmp_path / "out" / "summary.json"))
     assert summary["adaptation"]["method"] == "grbal"
-    assert os.path.getsize(tmp_path / "run.mcap") > 0
+    assert os.path.getsize(tmp_path / "out" / "run.mcap") > 0
 
 
-def test_the_wrong_kind_of_bundle_is_refused_with_a_clear_error(mb_bundles, fc_bundle) -> None:
+def test_the_wrong_kind_of_bundle_is_refused_with_a_clear_error(mb_bundles, fc_bundle, tmp_path) -> None:
     with pytest.raises(BundleError, match=r"holds a dynamics model .* of method 'grbal', but this needs an ES policy"):
         Bundle.load(mb_bundles["grbal"])
     with pytest.raises(BundleError, match=r"holds an ES policy .* but this needs a dynamics model"):
         ModelBundle.load(fc_bundle)
     with pytest.raises(BundleError, match="runs as"):
         ModelBundle.load(mb_bundles["grbal"]).controller(0, mode="rebal")
-    config = load_hardware_config(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml"))
+    config = _sim_config(tmp_path)
     with pytest.raises(BundleError, match="--mode applies to model bundles only"):
         run_online(fc_bundle, config, mode="grbal")
 
@@ -155,3 +164,21 @@ def test_a_tampered_graph_or_metadata_is_named(mb_bundles, tmp_path) -> None:
     json.dump(meta, open(meta_path, "w"))
     with pytest.raises(BundleError, match="disagree with obs_dim"):
         ModelBundle.load(broken)
+
+
+def test_grbal_over_the_serial_link_equals_the_in_process_robot(mb_bundles, tmp_path) -> None:
+    """The emulator (its own process, a pty) plays the damaged cheetah; the host adapts and plans every step."""
+    from metactl.sim2real import emulator_process
+
+    with open(os.path.join(CONFIG_DIR, "serial_halfcheetah_disabled_joint.toml")) as f:
+        text = f.read().replace("# episode_steps = 1000", "episode_steps = 30")
+    serial = tmp_path / "robot.toml"
+    serial.write_text(text)
+    sim_config = _sim_config(tmp_path)
+    with emulator_process(str(serial), str(tmp_path / "emu")) as emu:
+        over_serial = run_online(mb_bundles["grbal"], str(serial), port=emu.port, seed=3, time_scale=5)
+    in_process = run_online(mb_bundles["grbal"], sim_config, seed=3)
+    assert over_serial.link["link"] == "serial" and over_serial.status == "completed"
+    assert over_serial.health["link_counters"]["bad_frames"] == 0
+    got = [e.episode_return for e in over_serial.episodes]
+    np.testing.assert_allclose(got, [e.episode_return for e in in_process.episodes], rtol=1e-5)

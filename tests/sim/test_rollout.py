@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 import sim
+from sim.adaptive_locomotion import PIER_BLOCKS
+from sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, TerrainTask
 
 
 def elementwise_policy(act_dim: int) -> sim.BatchPolicy:
@@ -19,6 +21,11 @@ TASKS = {
     "halfcheetah_fb": [sim.DirectionTask(1.0), sim.DirectionTask(-1.0, 0.85), sim.DirectionTask(1.0, 1.15)],
     "halfcheetah_vel": [sim.VelocityTask(0.5), sim.VelocityTask(1.5, 0.9)],
     "ant_fb": [sim.DirectionTask(1.0), sim.DirectionTask(-1.0, 1.1)],
+    # GrBAL's families: per-task gains and per-task models in one batch (a ramp down right under the start).
+    "halfcheetah_disabled_joint": [DisabledJointTask(0), DisabledJointTask(3), DisabledJointTask(0)],
+    "halfcheetah_slope": [TerrainTask(((-2.0, 4.0, -0.3),)), TerrainTask(()), TerrainTask(((2.0, 3.0, 1.0),))],
+    "halfcheetah_pier": [PierTask((0.5,) * PIER_BLOCKS), PierTask((9.5,) * PIER_BLOCKS)],
+    "ant_crippled_leg": [CrippledLegTask(0), CrippledLegTask(3)],
 }
 HORIZON = 60
 
