@@ -26,7 +26,8 @@ Cost = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def sequence_costs(obs: np.ndarray, actions: np.ndarray, dynamics: Dynamics, cost: Cost) -> np.ndarray:
-    """Total cost [E, N] of candidates ``actions`` [E, N, H, act_dim] from observations ``obs`` [E, obs_dim]."""
+    """Total cost [E, N] of candidates ``actions`` [E, N, H, act_dim] from observations ``obs`` [E, obs_dim];
+    a candidate whose predicted rollout is not finite (a diverged model) costs +inf: it never steers the plan."""
     e, n, horizon, _ = actions.shape
     state = np.broadcast_to(np.asarray(obs)[:, None, :], (e, n, obs.shape[-1]))
     total = np.zeros((e, n))
@@ -34,7 +35,7 @@ def sequence_costs(obs: np.ndarray, actions: np.ndarray, dynamics: Dynamics, cos
         nxt = dynamics(state, actions[:, :, t])
         total += cost(state, actions[:, :, t], nxt)
         state = nxt
-    return total
+    return np.where(np.isfinite(total), total, np.inf)
 
 
 class _Planner:
@@ -135,7 +136,10 @@ class MPPI(_Planner):
             eps[:, 0] = 0.0  # one sample is the warm-start plan itself, so a good plan is never lost
             actions = np.clip(plan[:, None] + eps, self.low, self.high)
             costs = sequence_costs(obs, actions, dynamics, cost)
-            weights = np.exp(-(costs - costs.min(axis=1, keepdims=True)) / self.temperature)
+            best = costs.min(axis=1, keepdims=True)
+            lost = ~np.isfinite(best[:, 0])  # no finite candidate: keep the warm-start plan (sample 0)
+            costs[lost, 0], best[lost] = 0.0, 0.0
+            weights = np.exp(-(costs - best) / self.temperature)
             weights /= weights.sum(axis=1, keepdims=True)
             plan = np.einsum("en,enha->eha", weights, actions)  # the clipped samples' weighted mean
         self._plan = np.concatenate([plan[:, 1:], plan[:, -1:]], axis=1)

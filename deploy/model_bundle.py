@@ -117,6 +117,7 @@ class OnnxOnlineModel:
 
     def reset(self) -> None:
         self.window.clear()
+        self.refused = 0  # adaptation steps refused because they were not finite
         self.weights: dict[str, np.ndarray] | None = None  # None: the trained weights (the graphs' initializers)
         h = max(self.spec.rnn_hidden, 1)
         self.h, self.c = np.zeros((1, h), np.float32), np.zeros((1, h), np.float32)
@@ -135,7 +136,11 @@ class OnnxOnlineModel:
         feed = {"w_obs": obs, "w_act": act, "w_next": nxt}
         if self.mode == "mb_de" and self.weights is not None:
             feed |= self.weights  # dynamic evaluation: keep stepping the running weights
-        self.weights = dict(zip(self._names, self._adapt.run(self._adapted, feed), strict=True))
+        adapted = self._adapt.run(self._adapted, feed)
+        if all(np.isfinite(w).all() for w in adapted):
+            self.weights = dict(zip(self._names, adapted, strict=True))
+        else:  # a step that is not finite (e.g. dynamic evaluation diverging) is refused: keep the weights
+            self.refused += 1
 
     def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         feed = {"obs": _f32(obs[0]), "act": _f32(act[0])}

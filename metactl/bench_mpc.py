@@ -7,9 +7,11 @@ of a model bundle, the numpy planner, one core (CPU affinity pinned, one onnxrun
 inside a real simulated episode. The planner's achieved GFLOP/s is set against a same-run GEMM
 (one onnxruntime MatMul of the same shapes).
 
-With ``run`` (a finished ``metactl train grbal|rebal|mb`` output), the default model is that run's
-and the reference model is the reference size refit on the same collected data and loss; both are
-then also scored on the held-out test tasks: ``return_default_vs_reference`` = default / reference.
+With ``run`` (a finished ``metactl train grbal|rebal|mb`` output), both models are refit on the data
+that run collected, with its loss and the same number of gradient steps (``refit_steps``) — the
+reference size and our default size — so the comparison is of configurations, not of training
+budgets; both are then scored on the held-out test tasks: ``return_default_vs_reference`` =
+default / reference (and ``return_gap_vs_reference``, which reads for either sign).
 Without it both models have random weights and only the timings are measured.
 """
 
@@ -81,17 +83,22 @@ def _pin_one_core() -> list[int] | None:
 
 
 def _models(out_dir: str, run: str | None, family: str, refit_steps: int) -> dict[str, str]:
-    """Model files for both configurations: the run's and a refit, or random weights of both sizes."""
+    """Model files for both configurations: both sizes refit on the run's data, or random weights of both."""
     from train.mb_config import MBConfig
 
     if run is not None:
         from train.mb_train import refit
 
-        ref = os.path.join(out_dir, "reference_model.npz")
-        t0 = time.perf_counter()
-        refit(run, ref, hidden=REFERENCE_HIDDEN, train_steps=refit_steps)
-        print(f"bench mpc: refit the 3x512 reference model on {run}'s data in {time.perf_counter() - t0:.0f} s")
-        return {"default": os.path.join(run, "model.npz"), "reference": ref}
+        with open(os.path.join(run, "config.json")) as f:
+            hidden = tuple(json.load(f)["hidden"])
+        paths = {}
+        for name, size in (("reference", REFERENCE_HIDDEN), ("default", hidden)):
+            paths[name] = os.path.join(out_dir, f"{name}_model.npz")
+            t0 = time.perf_counter()
+            refit(run, paths[name], hidden=size, train_steps=refit_steps)
+            print(f"bench mpc: refit the {name} model ({'x'.join(map(str, size))}) on {run}'s data, "
+                  f"{refit_steps} steps, in {time.perf_counter() - t0:.0f} s")  # fmt: skip
+        return paths
     return {
         "default": _random_model(os.path.join(out_dir, "default_model.npz"), MBConfig(family=family)),
         "reference": _random_model(

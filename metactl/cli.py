@@ -552,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=_workers, help="es: rollout workers (default: one per core)")
     b.add_argument("--steps", type=int, help="control steps per timed run (rollout: 20000, mpc: 200)")
     b.add_argument("--run", help="mpc: a finished 'metactl train grbal|rebal|mb' output, to also compare returns")
-    b.add_argument("--refit-steps", type=int, default=3000, help="mpc: gradient steps to fit the 3x512 reference")
+    b.add_argument("--refit-steps", type=int, default=3000, help="mpc: gradient steps refitting both models")
     b.add_argument("--eval-steps", type=int, default=0, help="mpc: control steps per held-out episode (0: horizon)")
     b.add_argument("--episodes", type=int, default=1, help="mpc: held-out episodes per test task")
     b.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")

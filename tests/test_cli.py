@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,3 +153,85 @@ def test_bench_loop_smoke(tmp_path):
         summary = json.load(f)
     assert set(summary["runs"]) == {"500", "1000"} and summary["lost_frames"] == 0
     assert summary["runs"]["1000"]["cycles"] >= 150  # 200 steps, the last cycle of the episode is not closed
+
+
+TINY_MB_ARGS = [
+    "--family", "halfcheetah_disabled_joint", "--iterations", "2", "--rollouts", "2", "--episode-steps", "40",
+    "--train-steps", "10", "--samples", "16", "--planning-horizon", "4", "--eval-every", "0", "--eval-steps", "10",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mb_cli_runs(tmp_path_factory):
+    """CI-sized ``metactl train grbal|rebal|mb`` runs (real data collection, training and MPC), one per method."""
+    tmp = tmp_path_factory.mktemp("mb_cli")
+    runs = {}
+    for method in ("grbal", "rebal", "mb"):
+        runs[method] = str(tmp / method)
+        proc = metactl("train", method, "--out", runs[method], *TINY_MB_ARGS)
+        assert proc.returncode == 0, proc.stderr
+        assert os.path.isfile(os.path.join(runs[method], "model.npz"))
+    return runs
+
+
+def _short_config(tmp_path, name: str, steps: int) -> str:
+    with open(os.path.join(ROOT, "hardware_configs", name)) as f:
+        text = f.read().replace("# episode_steps = 1000", f"episode_steps = {steps}")
+    path = tmp_path / "robot.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_model_based_train_export_run_chain(mb_cli_runs, tmp_path):
+    config = _short_config(tmp_path, "sim_halfcheetah_disabled_joint.toml", 15)
+    for method, mode in (("grbal", None), ("rebal", None), ("mb", "mb_de")):
+        bundle = tmp_path / f"{method}_bundle"
+        proc = metactl("export", "--run", mb_cli_runs[method], "--out", str(bundle))
+        assert proc.returncode == 0, proc.stderr
+        assert (bundle / "dynamics.onnx").is_file()
+        assert (bundle / ("recurrent_step.onnx" if method == "rebal" else "adapt.onnx")).is_file()
+        out = tmp_path / f"{method}_robot"
+        args = ["--bundle", str(bundle), "--config", config, "--out", str(out), "--no-progress"]
+        proc = metactl("run", *args, *(["--mode", mode] if mode else []))
+        assert proc.returncode == 0, proc.stderr
+        with open(out / "summary.json") as f:
+            summary = json.load(f)
+        assert summary["adaptation"]["name"] == (mode or method) and summary["status"] == "completed"
+        assert isinstance(summary["pre_adaptation_return"], float)
+        assert isinstance(summary["post_adaptation_return"], float)
+
+
+def test_model_based_flags_on_the_wrong_kind_are_one_line(quick_demo, tmp_path):
+    config = os.path.join(ROOT, "hardware_configs", "sim_four_corners.toml")
+    bundle = str(quick_demo[0] / "bundle_es_maml")
+    proc = metactl("run", "--bundle", bundle, "--config", config, "--out", str(tmp_path), "--mode", "grbal")
+    assert_one_line_error(proc, "--mode applies to model bundles only")
+    proc = metactl("train", "grbal", "--out", str(tmp_path / "x"), "--directions", "3")
+    assert_one_line_error(proc, "directions apply to ES training only")
+
+
+def test_eval_writes_one_key_per_method(mb_cli_runs, tmp_path):
+    out = tmp_path / "eval"
+    proc = metactl("eval", *mb_cli_runs.values(), "--steps", "15", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "summary.json") as f:
+        summary = json.load(f)
+    assert len(summary["tasks"]) == 1  # the held-out task: joint 0 disabled
+    for method in ("grbal", "rebal", "mb", "mb_de"):
+        returns = summary[method]
+        assert set(returns) == set(summary["tasks"]) and all(isinstance(v, float) for v in returns.values())
+        assert len(summary["per_seed"][method][summary["tasks"][0]]) == 1
+    assert "MB+DE" in proc.stdout and "GrBAL" in proc.stdout
+
+
+def test_bench_mpc_smoke(mb_cli_runs, tmp_path):
+    args = ["--run", mb_cli_runs["grbal"], "--steps", "3", "--refit-steps", "3", "--eval-steps", "10"]
+    proc = metactl("bench", "mpc", *args, "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "summary.json") as f:
+        summary = json.load(f)
+    for key in ("step_ms_reference", "step_ms_default", "return_default_vs_reference"):
+        assert isinstance(summary[key], float) and np.isfinite(summary[key]), key
+    for config in summary["configs"].values():
+        assert config["plan_gflops"] > 0 and config["gemm_gflops"] > 0

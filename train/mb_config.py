@@ -39,8 +39,10 @@ class MBConfig:
     """alpha: step size of the adaptation step (GrBAL; also MB+DE's online step)."""
     first_order: bool = False
     """GrBAL: drop the second-order term of the meta-gradient (first-order MAML)."""
-    meta_batch: int = 10
-    """Windows per meta-gradient step (GrBAL, ReBAL); MB uses meta_batch x (M + K) transitions per step."""
+    meta_batch: int = 40
+    """Windows per meta-gradient step (GrBAL, ReBAL); MB uses meta_batch x (M + K) transitions per step. The
+    reference's 10-16 left GrBAL's adapted loss above MB's here (HalfCheetah disabled joint, 3000 steps on the
+    same data: held-out K-loss 0.101 at 10 vs MB 0.093; 0.089 at 40)."""
     train_steps: int = 400
     """Gradient steps on all data collected so far, per iteration."""
     learning_rate: float = 1e-3
@@ -51,9 +53,10 @@ class MBConfig:
     """Candidate action sequences per control step."""
     planning_horizon: int = 10
     """Control steps each candidate looks ahead."""
-    temperature: float = 0.5
-    """MPPI: weight exp(-cost / temperature)."""
-    noise_std: float = 0.3
+    temperature: float = 0.1
+    """MPPI: weight exp(-cost / temperature). 0.1 with noise 0.6 tripled the return of 0.5 / 0.3 when planning with
+    the true (MuJoCo) dynamics on HalfCheetah joint 0 (289 vs 81 in 300 steps; random shooting 500 x 10: 196)."""
+    noise_std: float = 0.6
     """MPPI / CEM: exploration noise, relative to half the action range."""
     eval_every: int = 10
     """Evaluate on the held-out test tasks every this many iterations (and at the end); 0 = only at the end."""

@@ -1,7 +1,7 @@
 """Online-adapting dynamics models in torch, batched over E episodes (the ``OnlineDynamics`` of ``controllers.mpc``).
 
 Used for data collection and evaluation in simulation; on the robot the same roles are played
-by ONNX graphs (``deploy.model_runtime``). Modes (Nagabandi et al., ICLR 2019, Sec. 6):
+by ONNX graphs (``deploy.model_bundle``). Modes (Nagabandi et al., ICLR 2019, Sec. 6):
 
 - ``grbal``: every step, theta'_e = theta - lr * grad L(theta; episode e's last M transitions).
 - ``mb``: the trained weights, never changed.
@@ -54,6 +54,7 @@ class TorchOnlineModel:
 
     def reset(self) -> None:
         self.window.clear()
+        self.refused = 0  # adaptation steps refused because they were not finite
         self.current: list[torch.Tensor] | None = None  # per-episode weights [E, ...], None = the trained ones
         h = self.spec.rnn_hidden
         self.h, self.c = torch.zeros(self.envs, h), torch.zeros(self.envs, h)
@@ -71,9 +72,17 @@ class TorchOnlineModel:
             return
         obs, act, nxt = (_t(a) for a in self.window.arrays())
         if self.mode == "grbal" or self.current is None:  # GrBAL restarts from the meta-weights every step
-            self.current = self._adapt_shared(self.params, self.stats, obs, act, nxt, self.lr)
+            before = [p.expand(self.envs, *p.shape) for p in self.params]
+            after = self._adapt_shared(self.params, self.stats, obs, act, nxt, self.lr)
         else:
-            self.current = self._adapt_batch(self.current, self.stats, obs, act, nxt, self.lr)
+            before = self.current
+            after = self._adapt_batch(self.current, self.stats, obs, act, nxt, self.lr)
+        # A step that is not finite (e.g. dynamic evaluation diverging) is refused: that episode keeps its weights.
+        ok = torch.stack([torch.isfinite(w).flatten(1).all(1) for w in after]).all(0)
+        self.refused += int((~ok).sum())
+        self.current = [
+            torch.where(ok.view(-1, *[1] * (w.dim() - 1)), w, b) for w, b in zip(after, before, strict=True)
+        ]
 
     def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         with torch.no_grad():

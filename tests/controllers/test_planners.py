@@ -95,3 +95,27 @@ def test_same_seed_same_action_and_bad_settings_are_refused() -> None:
         CEM(LOW, HIGH, 10, 4, elites=11)
     with pytest.raises(ValueError, match="low < high"):
         RandomShooting(HIGH, LOW, 10, 4)
+
+
+@pytest.mark.parametrize("make", [lambda: RandomShooting(LOW, HIGH, 64, 5), lambda: CEM(LOW, HIGH, 64, 5, elites=8),
+                                  lambda: MPPI(LOW, HIGH, 64, 5, temperature=0.1)])  # fmt: skip
+def test_a_diverged_model_never_steers_the_plan(make) -> None:
+    """Candidates whose predicted rollout is NaN / inf cost +inf; with none finite MPPI keeps its plan."""
+
+    def half_broken(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        nxt = point_mass(obs, act)
+        nxt[:, 1::2] = np.nan  # every other candidate diverges
+        nxt[:, 2::4] = np.inf
+        return nxt
+
+    x, rng = np.array([[1.5, -1.0]]), np.random.default_rng(0)
+    costs = sequence_costs(x, rng.uniform(-1, 1, (1, 8, 5, 2)), half_broken, distance_cost)
+    assert np.all(np.isinf(costs[:, 1::2])) and np.all(np.isfinite(costs[:, ::4]))
+    planner = make()
+    for _ in range(30):
+        a = planner.plan(x, half_broken, distance_cost, rng)
+        assert np.all(np.isfinite(a))
+        x = point_mass(x, a)
+    assert np.linalg.norm(x) < 0.3  # the finite half still drives the point mass home
+    a = planner.plan(x, lambda o, u: np.full_like(o, np.nan), distance_cost, rng)
+    assert np.all(np.isfinite(a)) and np.all(a >= LOW) and np.all(a <= HIGH)

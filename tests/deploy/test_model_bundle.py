@@ -109,6 +109,19 @@ def test_robot_controller_plans_like_the_training_controller(mb_models, mb_bundl
         obs = sim.step(a_train[None])[0][0]
 
 
+def test_the_robot_refuses_an_adaptation_step_that_is_not_finite(mb_bundles) -> None:
+    """A window the float32 graph overflows on (a glitching sensor) must not leave NaN weights on the robot."""
+    robot = ModelBundle.load(mb_bundles["mb"]).controller(seed=0, mode="mb_de")
+    model = robot.mpc.model
+    robot.reset()
+    dim, act = model.spec.obs_dim, model.spec.act_dim
+    model.observe(np.full((1, dim), 1e30), np.zeros((1, act)), np.full((1, dim), -1e30))
+    model.adapt()
+    assert model.refused == 1 and model.weights is None  # still the trained weights
+    a = robot.act(np.zeros(dim), True)
+    assert np.all(np.isfinite(a))
+
+
 def _sim_config(tmp_path, steps: int = 30):
     """The shipped simulated damaged cheetah with short episodes."""
     with open(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml")) as f:
