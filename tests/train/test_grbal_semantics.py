@@ -124,7 +124,7 @@ def test_online_modes_grbal_resets_every_step_mb_de_accumulates() -> None:
 
 def test_a_step_that_is_not_finite_is_refused_and_the_weights_are_kept() -> None:
     """Dynamic evaluation with a runaway step size must not put NaN weights (and NaN actions) on the robot."""
-    spec, params, stats, obs, act, nxt = _setup()
+    spec, params, _, obs, act, nxt = _setup()
     identity = DynamicsStats.identity(D, A)
     o, a, n = (x[:1].numpy().astype(np.float64) for x in (obs, act, nxt))
     model = TorchOnlineModel("mb_de", spec, dm.to_numpy(params), identity, 1, window=4, lr=1e30)
