@@ -139,8 +139,10 @@ class OnnxOnlineModel:
         adapted = self._adapt.run(self._adapted, feed)
         if all(np.isfinite(w).all() for w in adapted):
             self.weights = dict(zip(self._names, adapted, strict=True))
-        else:  # a step that is not finite (e.g. dynamic evaluation diverging) is refused: keep the weights
+        else:  # a step that is not finite is refused: MB+DE keeps its running weights, GrBAL the trained ones
             self.refused += 1
+            if self.mode == "grbal":
+                self.weights = None
 
     def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         feed = {"obs": _f32(obs[0]), "act": _f32(act[0])}

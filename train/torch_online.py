@@ -72,17 +72,18 @@ class TorchOnlineModel:
             return
         obs, act, nxt = (_t(a) for a in self.window.arrays())
         if self.mode == "grbal" or self.current is None:  # GrBAL restarts from the meta-weights every step
-            before = [p.expand(self.envs, *p.shape) for p in self.params]
             after = self._adapt_shared(self.params, self.stats, obs, act, nxt, self.lr)
         else:
-            before = self.current
             after = self._adapt_batch(self.current, self.stats, obs, act, nxt, self.lr)
         # A step that is not finite (e.g. dynamic evaluation diverging) is refused: that episode keeps its weights.
         ok = torch.stack([torch.isfinite(w).flatten(1).all(1) for w in after]).all(0)
-        self.refused += int((~ok).sum())
-        self.current = [
-            torch.where(ok.view(-1, *[1] * (w.dim() - 1)), w, b) for w, b in zip(after, before, strict=True)
-        ]
+        if not bool(ok.all()):
+            self.refused += int((~ok).sum())
+            fresh = self.mode == "grbal" or self.current is None  # GrBAL falls back to the meta-weights
+            before = [p.expand(self.envs, *p.shape) for p in self.params] if fresh else self.current
+            keep = [ok.view(-1, *[1] * (w.dim() - 1)) for w in after]
+            after = [torch.where(k, w, b) for k, w, b in zip(keep, after, before, strict=True)]
+        self.current = after
 
     def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
         with torch.no_grad():
