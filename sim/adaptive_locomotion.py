@@ -86,8 +86,25 @@ def cheetah_scene(ground: str, bodies: str = "", assets: str = "") -> mujoco.MjM
     return model
 
 
-class _Cheetah(LocomotionFamily):
-    """HalfCheetah running forward at 100 Hz; one shared model unless a subclass keys models by task."""
+class _Adaptive(LocomotionFamily):
+    """A GrBAL family: tasks share one read-only model per scene, keyed by the task field ``scene_field``
+    (None: every task runs on the robot's own model)."""
+
+    scene_field: ClassVar[str | None] = None
+
+    def scene_model(self, key: Any) -> mujoco.MjModel:
+        """The scene of ``scene_field`` value ``key``."""
+        raise NotImplementedError
+
+    def model_key(self, task: Task) -> object:
+        return getattr(task, self.scene_field) if self.scene_field else None
+
+    def model_for_key(self, key: object) -> mujoco.MjModel:
+        return base_model(self.xml_name) if self.scene_field is None else self.scene_model(key)
+
+
+class _Cheetah(_Adaptive):
+    """HalfCheetah running forward at 100 Hz."""
 
     xml_name = "half_cheetah.xml"
     qpos_skip = 1
@@ -100,12 +117,6 @@ class _Cheetah(LocomotionFamily):
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
         return vx - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
-
-    def model_key(self, task: Task) -> object:
-        return None
-
-    def model_for_key(self, key: object) -> mujoco.MjModel:
-        return base_model(self.xml_name)
 
 
 def _disabled(n: int, indices: Sequence[int]) -> np.ndarray:
@@ -132,7 +143,7 @@ class HalfCheetahDisabledJoint(_Cheetah):
         return [DisabledJointTask(joint=0)]
 
 
-class AntCrippledLeg(LocomotionFamily):
+class AntCrippledLeg(_Adaptive):
     name = "ant_crippled_leg"
     env_id = "metactl/AntCrippledLeg-v0"
     xml_name = "ant.xml"
@@ -148,12 +159,6 @@ class AntCrippledLeg(LocomotionFamily):
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
         z = obs[:, 0]  # torso height: the first observation ("pos:root.z")
         return vx - self.ctrl_penalty(actions) + 0.05, (z < 0.2) | (z > 1.0)
-
-    def model_key(self, task: Task) -> object:
-        return None
-
-    def model_for_key(self, key: object) -> mujoco.MjModel:
-        return base_model(self.xml_name)
 
     def actuator_gain(self, task: Task) -> np.ndarray:
         leg = task.leg  # type: ignore[attr-defined]
@@ -208,12 +213,8 @@ class HalfCheetahSlope(_Cheetah):
     name = "halfcheetah_slope"
     env_id = "metactl/HalfCheetahSlope-v0"
     task_type = TerrainTask
-
-    def model_key(self, task: Task) -> object:
-        return task.ramps  # type: ignore[attr-defined]
-
-    def model_for_key(self, key: object) -> mujoco.MjModel:
-        return terrain_model(key)  # type: ignore[arg-type]
+    scene_field = "ramps"
+    scene_model = staticmethod(terrain_model)
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         return [TerrainTask(ramps=random_ramps(rng), name="random") for _ in range(n)]
@@ -283,12 +284,8 @@ class HalfCheetahPier(_Cheetah):
     env_id = "metactl/HalfCheetahPier-v0"
     task_type = PierTask
     robot_dofs = CHEETAH_DOFS
-
-    def model_key(self, task: Task) -> object:
-        return task.damping  # type: ignore[attr-defined]
-
-    def model_for_key(self, key: object) -> mujoco.MjModel:
-        return pier_model(key)  # type: ignore[arg-type]
+    scene_field = "damping"
+    scene_model = staticmethod(pier_model)
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         dampings = np.round(rng.uniform(0.0, 10.0, (n, PIER_BLOCKS)), 3)
