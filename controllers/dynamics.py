@@ -7,7 +7,8 @@ Learning", ICLR 2019. A model predicts the *normalized state delta* of one contr
     next_obs = obs + delta_mean + delta_std * f_theta(x)
 
 ``kind = "mlp"`` (GrBAL, MB, MB+DE): f is a ReLU MLP. ``kind = "recurrent"`` (ReBAL): an LSTM reads
-the past transitions z = [obs_n, act_n, delta_n] into a state (h, c); f is a ReLU MLP of [x, h].
+x at every step, (h, c) <- LSTM(x, h, c), and f is a ReLU MLP of [x, h]: the state carries the recent
+history (which the dynamics are) and, inside a planner's rollout, each candidate's own predicted past.
 The flat parameter list and its order (``param_shapes``) is the contract between the torch
 trainer, the checkpoint and the ONNX exporter: per layer W [in, out] then b [out]; for the
 recurrent model first W_z [z, 4H], W_h [H, 4H], b [4H] with gates in the order i, f, g, o.
@@ -52,8 +53,8 @@ class DynamicsSpec:
 
     @property
     def z_dim(self) -> int:
-        """Width of one transition fed to the LSTM: normalized obs, action and delta."""
-        return 2 * self.obs_dim + self.act_dim
+        """Width of one LSTM input: the normalized observation and action."""
+        return self.obs_dim + self.act_dim
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         shapes: list[tuple[int, ...]] = []

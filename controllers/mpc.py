@@ -2,7 +2,7 @@
 
 Nagabandi et al., ICLR 2019, Alg. 2: at every control step, (1) the newest real transition
 reaches the model, (2) the model adapts to the last M transitions — GrBAL: one gradient step
-from the meta-trained weights; ReBAL: its recurrent state already took the transition in;
+from the meta-trained weights; ReBAL: its recurrent state is rebuilt over the last M;
 MB+DE: one more gradient step on its running weights; MB: nothing — and (3) the planner picks
 the action on the adapted model with the task's cost.
 
@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controllers.planners import Cost, _Planner
+from controllers.planners import Cost, Dynamics, _Planner
 
 
 class OnlineDynamics(Protocol):
@@ -32,8 +32,9 @@ class OnlineDynamics(Protocol):
     def adapt(self) -> None:
         """Adapt to what was observed (called once per control step, before planning)."""
 
-    def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
-        """Next observations [E, N, d] of candidates obs [E, N, d], act [E, N, a] under the adapted model."""
+    def rollout(self) -> Dynamics:
+        """A step function for one batch of candidate rollouts under the adapted model: obs [E, N, d], act [E, N, a]
+        -> next observations [E, N, d], called once per horizon step (ReBAL carries each candidate's state)."""
 
 
 class MPCController:
@@ -67,7 +68,7 @@ class MPCController:
                 self.model.observe(self._prev_obs, self._prev_act, obs)
             self.model.adapt()
         t1 = time.perf_counter()
-        action = self.planner.plan(obs, self.model.predict, self.cost, self.rng)
+        action = self.planner.plan(obs, self.model.rollout, self.cost, self.rng)
         self.adapt_s, self.plan_s = t1 - t0, time.perf_counter() - t1
         self._prev_obs, self._prev_act = (obs, action) if fresh else (None, None)
         return action

@@ -7,9 +7,11 @@ what the paper ran in simulation).
 
 Every planner solves E independent problems at once (E robots or simulated episodes, each with
 its own adapted model; E = 1 on a robot) and evaluates all candidate sequences in one batch per
-horizon step: ``dynamics(obs [E, N, d], act [E, N, a]) -> next_obs [E, N, d]`` is the model (torch
-on the workstation, ONNX on the robot) and ``cost(obs, act, next_obs) -> [E, N]`` is the task's
-negated reward, injected by the caller. CEM and MPPI warm-start from their previous plan shifted
+horizon step: ``rollout()`` starts one batch of candidate rollouts from the current (adapted) model
+and returns its step ``dynamics(obs [E, N, d], act [E, N, a]) -> next_obs [E, N, d]`` (torch on the
+workstation, ONNX on the robot; a recurrent model carries each candidate's state inside that step),
+and ``cost(obs, act, next_obs) -> [E, N]`` is the task's negated reward, injected by the caller.
+CEM and MPPI warm-start from their previous plan shifted
 by one step; ``reset()`` forgets it (at the start of an episode).
 """
 
@@ -21,14 +23,17 @@ import numpy as np
 
 Dynamics = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """Batched model step: observations [E, N, obs_dim] and actions [E, N, act_dim] -> next observations [E, N, obs_dim]."""
+Rollout = Callable[[], Dynamics]
+"""Starts one batch of candidate rollouts; its step is called once per horizon step, in order."""
 Cost = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """Batched per-step cost of (obs, act, next_obs) [E, N, ...] -> [E, N]; lower is better (minus the task reward)."""
 
 
-def sequence_costs(obs: np.ndarray, actions: np.ndarray, dynamics: Dynamics, cost: Cost) -> np.ndarray:
+def sequence_costs(obs: np.ndarray, actions: np.ndarray, rollout: Rollout, cost: Cost) -> np.ndarray:
     """Total cost [E, N] of candidates ``actions`` [E, N, H, act_dim] from observations ``obs`` [E, obs_dim];
     a candidate whose predicted rollout is not finite (a diverged model) costs +inf: it never steers the plan."""
     e, n, horizon, _ = actions.shape
+    dynamics = rollout()
     state = np.broadcast_to(np.asarray(obs)[:, None, :], (e, n, obs.shape[-1]))
     total = np.zeros((e, n))
     for t in range(horizon):
@@ -52,7 +57,7 @@ class _Planner:
     def reset(self) -> None:
         """Forget the previous plan (start of an episode)."""
 
-    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+    def plan(self, obs: np.ndarray, rollout: Rollout, cost: Cost, rng: np.random.Generator) -> np.ndarray:
         """The first actions [E, act_dim] of the best plans found from observations ``obs`` [E, obs_dim]."""
         raise NotImplementedError
 
@@ -66,10 +71,10 @@ class _Planner:
 class RandomShooting(_Planner):
     """Uniform random sequences; the first action of the cheapest one. No memory between calls."""
 
-    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+    def plan(self, obs: np.ndarray, rollout: Rollout, cost: Cost, rng: np.random.Generator) -> np.ndarray:
         e = obs.shape[0]
         actions = rng.uniform(self.low, self.high, size=(e, self.samples, self.horizon, self.act_dim))
-        best = np.argmin(sequence_costs(obs, actions, dynamics, cost), axis=1)
+        best = np.argmin(sequence_costs(obs, actions, rollout, cost), axis=1)
         return actions[np.arange(e), best, 0].copy()
 
 
@@ -89,7 +94,7 @@ class CEM(_Planner):
     def reset(self) -> None:
         self._mean = None
 
-    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+    def plan(self, obs: np.ndarray, rollout: Rollout, cost: Cost, rng: np.random.Generator) -> np.ndarray:
         e = obs.shape[0]
         mean = self._keep(self._mean, e)
         std = np.broadcast_to((self.high - self.low) / 2, (e, self.horizon, self.act_dim)).copy()
@@ -97,7 +102,7 @@ class CEM(_Planner):
         for _ in range(self.iterations):
             eps = rng.standard_normal((e, self.samples, self.horizon, self.act_dim))
             actions = np.clip(mean[:, None] + std[:, None] * eps, self.low, self.high)
-            costs = sequence_costs(obs, actions, dynamics, cost)
+            costs = sequence_costs(obs, actions, rollout, cost)
             elite = actions[rows, np.argsort(costs, axis=1, kind="stable")[:, : self.elites]]
             mean, std = elite.mean(axis=1), elite.std(axis=1) + 1e-6
         self._mean = np.concatenate([mean[:, 1:], mean[:, -1:]], axis=1)  # warm start: shift by one control step
@@ -128,14 +133,14 @@ class MPPI(_Planner):
     def reset(self) -> None:
         self._plan = None
 
-    def plan(self, obs: np.ndarray, dynamics: Dynamics, cost: Cost, rng: np.random.Generator) -> np.ndarray:
+    def plan(self, obs: np.ndarray, rollout: Rollout, cost: Cost, rng: np.random.Generator) -> np.ndarray:
         e = obs.shape[0]
         plan, scale = self._keep(self._plan, e), self.noise_std * (self.high - self.low) / 2
         for _ in range(self.iterations):
             eps = scale * rng.standard_normal((e, self.samples, self.horizon, self.act_dim))
             eps[:, 0] = 0.0  # one sample is the warm-start plan itself, so a good plan is never lost
             actions = np.clip(plan[:, None] + eps, self.low, self.high)
-            costs = sequence_costs(obs, actions, dynamics, cost)
+            costs = sequence_costs(obs, actions, rollout, cost)
             best = costs.min(axis=1, keepdims=True)
             lost = ~np.isfinite(best[:, 0])  # no finite candidate: keep the warm-start plan (sample 0)
             costs[lost, 0], best[lost] = 0.0, 0.0

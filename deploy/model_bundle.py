@@ -1,10 +1,11 @@
 """Load a model bundle (GrBAL, ReBAL, MB) on the robot and run its adaptive MPC with onnxruntime and numpy.
 
 Nagabandi et al., ICLR 2019, Alg. 2 on the robot: every control step the newest transition reaches
-the model (ReBAL: ``recurrent_step.onnx`` updates its state), the model adapts (GrBAL: ``adapt.onnx``
-maps the trained weights and the last M transitions to adapted weights; MB+DE: the same graph on the
-running weights), and the numpy planner of ``controllers.planners`` plans through ``dynamics.onnx``,
-fed the adapted weights. ``ModelBundle.load`` checks files, hashes and graph signatures once.
+the model's window of the last M, the model adapts (GrBAL: ``adapt.onnx`` maps the trained weights and
+the last M transitions to adapted weights; MB+DE: the same graph on the running weights; ReBAL:
+``recurrent_step.onnx`` rebuilds its state from zero over the last M), and the numpy planner of
+``controllers.planners`` plans through ``dynamics.onnx``, fed the adapted weights (ReBAL: each
+candidate's own state). ``ModelBundle.load`` checks files, hashes and graph signatures once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import onnxruntime as ort
 
 from controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost, TransitionWindow
 from controllers.mpc import MPCController
-from controllers.planners import make_planner
+from controllers.planners import Dynamics, make_planner
 from deploy import metadata as md
 from deploy.bundle import _ORT_ERRORS, session_options
 from deploy.errors import BundleError
@@ -82,6 +83,8 @@ class ModelBundle:
     def _check_graphs(self) -> None:
         dyn = {a.name: a.shape for a in self.sessions[md.DYNAMICS_FILE].get_inputs()}
         want = {"obs": self.obs_dim, "act": self.act_dim}
+        if self.spec.kind == "recurrent":  # ReBAL steps each candidate's own state
+            want |= {"h": self.spec.rnn_hidden, "c": self.spec.rnn_hidden}
         for name, size in want.items():
             if name not in dyn or dyn[name][-1] != size:
                 raise BundleError(f"bundle {self.directory}: dynamics.onnx input {name!r} should end in {size}; {_FIX}")
@@ -123,16 +126,19 @@ class OnnxOnlineModel:
         self.h, self.c = np.zeros((1, h), np.float32), np.zeros((1, h), np.float32)
 
     def observe(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> None:
-        if self.mode == "rebal":
-            feed = {"h": self.h, "c": self.c, "obs": _f32(obs), "act": _f32(act), "next_obs": _f32(next_obs)}
-            self.h, self.c = self._step.run(["h_next", "c_next"], feed)
-        else:
-            self.window.push(obs, act, next_obs)
+        self.window.push(obs, act, next_obs)
 
     def adapt(self) -> None:
-        if self.mode not in ("grbal", "mb_de") or self.window.count == 0:
+        if self.mode == "mb" or self.window.count == 0:
             return
         obs, act, nxt = (_f32(a[0]) for a in self.window.arrays())
+        if self.mode == "rebal":  # the state is rebuilt from zero over the last M transitions, as trained
+            h, c = np.zeros_like(self.h), np.zeros_like(self.c)
+            for k in range(len(obs)):
+                h, c = self._step.run(["h_next", "c_next"], {"h": h, "c": c, "obs": obs[k : k + 1],
+                                                            "act": act[k : k + 1]})  # fmt: skip
+            self.h, self.c = h, c
+            return
         feed = {"w_obs": obs, "w_act": act, "w_next": nxt}
         if self.mode == "mb_de" and self.weights is not None:
             feed |= self.weights  # dynamic evaluation: keep stepping the running weights
@@ -144,11 +150,26 @@ class OnnxOnlineModel:
             if self.mode == "grbal":
                 self.weights = None
 
+    def rollout(self) -> Dynamics:
+        if self.mode != "rebal":
+            return self.predict
+        state: dict[str, np.ndarray] = {}  # this rollout's per-candidate h, c [N, H]
+
+        def step(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+            if not state:  # every candidate starts from the robot's state
+                state["h"], state["c"] = (np.repeat(s, obs.shape[1], axis=0) for s in (self.h, self.c))
+            feed = {"obs": _f32(obs[0]), "act": _f32(act[0]), "h": state["h"], "c": state["c"]}
+            nxt, state["h"], state["c"] = self._dyn.run(["next_obs", "h_next", "c_next"], feed)
+            return nxt[None].astype(np.float64)
+
+        return step
+
     def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
-        feed = {"obs": _f32(obs[0]), "act": _f32(act[0])}
+        """One step of the adapted model (E = 1): next observations [1, N, d] of obs [1, N, d], act [1, N, a]."""
         if self.mode == "rebal":
-            feed["h"] = self.h
-        elif self.weights is not None:
+            return self.rollout()(obs, act)
+        feed = {"obs": _f32(obs[0]), "act": _f32(act[0])}
+        if self.weights is not None:
             feed |= self.weights
         (nxt,) = self._dyn.run(["next_obs"], feed)
         return nxt[None].astype(np.float64)

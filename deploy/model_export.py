@@ -4,12 +4,14 @@ Nagabandi et al., ICLR 2019: on the robot, every control step adapts the model a
 The adaptation must run with onnxruntime alone (onnxruntime-training is unmaintained), so its
 gradient is written out as an ordinary forward graph — the MLP's backward pass by hand:
 
-- ``dynamics.onnx``: obs [N, d], act [N, a] (+ ReBAL's state h [1, H]) -> next_obs [N, d]; the
+- ``dynamics.onnx``: obs [N, d], act [N, a] -> next_obs [N, d]; ReBAL's also takes each row's state
+  h, c [N, H] and returns h_next, c_next (a planner steps it through every candidate's rollout). The
   weights ``theta_i`` are overridable initializers, so the runtime feeds adapted ones.
 - ``adapt.onnx`` (MLP models): the window w_obs [M, d], w_act [M, a], w_next [M, d] ->
   ``theta_i_adapted`` = theta_i - lr * dL/dtheta_i, L the mean squared normalized-delta error (as
   ``train.dynamics_model.adapt_step``); ``theta_i`` and ``lr`` are overridable (MB+DE feeds its running weights).
-- ``recurrent_step.onnx`` (ReBAL): h, c [1, H] and one transition -> h_next, c_next.
+- ``recurrent_step.onnx`` (ReBAL): h, c [N, H], obs [N, d], act [N, a] -> h_next, c_next (the state
+  update alone, for rebuilding the state over the last M transitions).
 
 Normalization is folded into every graph. Built with ``onnx.helper`` (no torch); workstation side.
 """
@@ -92,19 +94,30 @@ def _delta_target(g: _Graph, stats: DynamicsStats, obs: str, nxt: str) -> str:
     return g.op("Div", d, g.const("delta_std", stats.delta_std))
 
 
-def _mlp(g: _Graph, w: list[str], x: str, first: str | None = None) -> tuple[str, list[str], list[str]]:
-    """ReLU MLP; ``first`` is an extra pre-activation term for layer 0 (ReBAL's h @ W0_h). Returns
-    (output, layer inputs, pre-activations) for the hand-written backward pass."""
+def _mlp(g: _Graph, w: list[str], x: str) -> tuple[str, list[str], list[str]]:
+    """ReLU MLP. Returns (output, layer inputs, pre-activations) for the hand-written backward pass."""
     inputs, pre = [], []
     layers = len(w) // 2
     for i in range(layers):
         inputs.append(x)
         z = g.op("Add", g.op("MatMul", x, w[2 * i]), w[2 * i + 1])
-        if i == 0 and first is not None:
-            z = g.op("Add", z, first)
         pre.append(z)
         x = g.op("Relu", z) if i < layers - 1 else z
     return x, inputs, pre
+
+
+def _lstm(g: _Graph, w: list[str], x: str) -> str:
+    """ReBAL's LSTM step on the graph inputs h, c: writes c_next and h_next (gates i, f, g, o); returns h_next."""
+    gates = g.op("Add", g.op("Add", g.op("MatMul", x, w[0]), g.op("MatMul", "h", w[1])), w[2])
+    i, f, gg, og = g.op("Split", gates, outputs=4, axis=1)
+    c = g.op(
+        "Add", g.op("Mul", g.op("Sigmoid", f), "c"), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)), out="c_next"
+    )
+    return g.op("Mul", g.op("Sigmoid", og), g.op("Tanh", c), out="h_next")
+
+
+def _state(spec: DynamicsSpec) -> list[onnx.ValueInfoProto]:
+    return [_value(n, ["N", spec.rnn_hidden]) for n in ("h", "c")]
 
 
 def build_dynamics_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats) -> onnx.ModelProto:
@@ -112,25 +125,20 @@ def build_dynamics_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: Dy
     w = _weights(g, params)
     o, a = _normalized(g, stats, "obs", "act")
     x = g.op("Concat", o, a, axis=1)
-    first, head = None, w
     inputs = [_value("obs", ["N", spec.obs_dim]), _value("act", ["N", spec.act_dim])]
-    if spec.kind == "recurrent":
-        # Layer 0 of the head reads [x, h]: split its weight so h @ W0_h is computed once, not per candidate.
-        width = spec.obs_dim + spec.act_dim
-        head = w[3:]
-        w0_x = g.op("Slice", head[0], g.const("rows_0", [0], np.int64), g.const("rows_x", [width], np.int64),
-                    g.const("axis_0", [0], np.int64))  # fmt: skip
-        w0_h = g.op("Slice", head[0], "rows_x", g.const("rows_end", [width + spec.rnn_hidden], np.int64), "axis_0")
-        first = g.op("MatMul", "h", w0_h)
-        head = [w0_x, *head[1:]]
-        inputs.append(_value("h", [1, spec.rnn_hidden]))
-    out, _, _ = _mlp(g, head, x, first)
+    outputs = [_value("next_obs", ["N", spec.obs_dim])]
+    head = w
+    if spec.kind == "recurrent":  # the head reads [x, h_next]
+        x, head = g.op("Concat", x, _lstm(g, w[:3], x), axis=1), w[3:]
+        inputs += _state(spec)
+        outputs += [_value("h_next", ["N", spec.rnn_hidden]), _value("c_next", ["N", spec.rnn_hidden])]
+    out, _, _ = _mlp(g, head, x)
     delta = g.op(
         "Add", g.op("Mul", out, g.const("delta_std", stats.delta_std)), g.const("delta_mean", stats.delta_mean)
     )
     g.op("Add", "obs", delta, out="next_obs")
     inputs += [_value(n, list(p.shape)) for n, p in zip(w, params, strict=True)]
-    return g.model("metactl_dynamics", inputs, [_value("next_obs", ["N", spec.obs_dim])],
+    return g.model("metactl_dynamics", inputs, outputs,
                    f"metactl {spec.kind} dynamics model {spec.hidden}: next_obs = obs + predicted delta")  # fmt: skip
 
 
@@ -166,23 +174,15 @@ def build_adapt_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: Dynam
 
 
 def build_recurrent_step_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats) -> onnx.ModelProto:
-    """ReBAL's state update: (h, c) and one transition -> (h_next, c_next); gates i, f, g, o."""
+    """ReBAL's state update alone: (h, c) and the inputs (obs, act) of N rows -> (h_next, c_next)."""
     g = _Graph()
     w = _weights(g, params[:3])
     o, a = _normalized(g, stats, "obs", "act")
-    z = g.op("Concat", o, a, _delta_target(g, stats, "obs", "next_obs"), axis=1)
-    gates = g.op("Add", g.op("Add", g.op("MatMul", z, w[0]), g.op("MatMul", "h", w[1])), w[2])
-    i, f, gg, og = g.op("Split", gates, outputs=4, axis=1)
-    c = g.op(
-        "Add", g.op("Mul", g.op("Sigmoid", f), "c"), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)), out="c_next"
-    )
-    g.op("Mul", g.op("Sigmoid", og), g.op("Tanh", c), out="h_next")
-    h = spec.rnn_hidden
-    inputs = [_value("h", [1, h]), _value("c", [1, h]), _value("obs", [1, spec.obs_dim]),
-              _value("act", [1, spec.act_dim]), _value("next_obs", [1, spec.obs_dim])]  # fmt: skip
+    _lstm(g, w, g.op("Concat", o, a, axis=1))
+    inputs = [*_state(spec), _value("obs", ["N", spec.obs_dim]), _value("act", ["N", spec.act_dim])]
     inputs += [_value(n, list(p.shape)) for n, p in zip(w, params[:3], strict=True)]
-    return g.model("metactl_recurrent_step", inputs, [_value("h_next", [1, h]), _value("c_next", [1, h])],
-                   "ReBAL recurrent update of the model state from one transition")  # fmt: skip
+    outputs = [_value("h_next", ["N", spec.rnn_hidden]), _value("c_next", ["N", spec.rnn_hidden])]
+    return g.model("metactl_recurrent_step", inputs, outputs, "ReBAL: the LSTM state update from one step's inputs")
 
 
 def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] | None = None) -> str:

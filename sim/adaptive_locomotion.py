@@ -20,8 +20,9 @@ for every episode (one task per episode); train/test splits are fixed:
   2 = (hip_2, ankle_2) front right, 3 = (hip_3, ankle_3) back. Train: legs 0-2; test: leg 3.
 
 HalfCheetah families step at dt = 0.01 s (frame skip 1, as the paper) for 1000 steps with reward
-``v_x - 0.05 |a|^2``; the Ant at 0.05 s for 500 steps with ``v_x - 0.005 |a|^2 + 0.05``, ending when
-the torso height leaves [0.2, 1.0] m. ``reward_spec`` states each reward for a model-based planner's cost.
+``v_x - 0.05 |a|^2``; the Ant at 0.05 s for 500 steps with ``v_x - 0.005 |a|^2 + 0.05``. No episode ends
+early (the reference code's ``done = False``, Ant included: a fallen Ant just stops earning, and every episode
+is a full 500 steps of data). ``reward_spec`` states each reward for a model-based planner's cost.
 The cheetah of the slope and pier scenes has exactly the bodies (masses, inertias) of Gymnasium's.
 """
 
@@ -52,10 +53,10 @@ ANT_REWARD: dict[str, Any] = {
     "velocity_signal": "vel:root.vx",
     "ctrl_cost": 0.005,
     "alive_bonus": 0.05,
-    "height_signal": "pos:root.z",
-    "height_range": [0.2, 1.0],
+    "height_signal": None,
+    "height_range": None,
 }
-"""``v_x - 0.005 |a|^2 + 0.05``, the episode ending when the torso height leaves [0.2, 1.0] m."""
+"""``v_x - 0.005 |a|^2 + 0.05``, no termination (the reference code's Ant; ``ant_fb`` ends on a fall)."""
 LEG_ACTUATORS = ((0, 1), (2, 3), (4, 5), (6, 7))
 """Ant leg k -> its (hip, ankle) actuator indices in model order."""
 
@@ -157,8 +158,7 @@ class AntCrippledLeg(_Adaptive):
         return 1.0
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        z = obs[:, 0]  # torso height: the first observation ("pos:root.z")
-        return vx - self.ctrl_penalty(actions) + 0.05, (z < 0.2) | (z > 1.0)
+        return vx - self.ctrl_penalty(actions) + 0.05, np.zeros(len(vx), dtype=bool)
 
     def actuator_gain(self, task: Task) -> np.ndarray:
         leg = task.leg  # type: ignore[attr-defined]

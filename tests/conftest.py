@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,6 +29,20 @@ TINY_RUN: dict[str, Any] = {
 def repo_root() -> str:
     """Working directory for subprocesses that ``import train`` / ``import sim``."""
     return REPO_ROOT
+
+
+@pytest.fixture
+def short_config(tmp_path) -> Callable[[str, int], str]:
+    """A copy of a shipped hardware config with short episodes: (file name, episode_steps) -> the copy's path."""
+
+    def make(name: str, steps: int) -> str:
+        with open(os.path.join(REPO_ROOT, "hardware_configs", name)) as f:
+            text = f.read().replace("# episode_steps = 1000", f"episode_steps = {steps}")
+        path = tmp_path / f"short_{steps}_{name}"
+        path.write_text(text)
+        return str(path)
+
+    return make
 
 
 @pytest.fixture(scope="session")

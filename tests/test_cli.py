@@ -158,7 +158,7 @@ def test_bench_loop_smoke(tmp_path):
 TINY_MB_ARGS = [
     "--family", "halfcheetah_disabled_joint", "--iterations", "2", "--rollouts", "2", "--episode-steps", "40",
     "--train-steps", "10", "--samples", "16", "--planning-horizon", "4", "--eval-every", "0", "--eval-steps", "10",
-    "--no-progress",
+    "--threads", "1", "--no-progress",
 ]  # fmt: skip
 
 
@@ -175,16 +175,8 @@ def mb_cli_runs(tmp_path_factory):
     return runs
 
 
-def _short_config(tmp_path, name: str, steps: int) -> str:
-    with open(os.path.join(ROOT, "hardware_configs", name)) as f:
-        text = f.read().replace("# episode_steps = 1000", f"episode_steps = {steps}")
-    path = tmp_path / "robot.toml"
-    path.write_text(text)
-    return str(path)
-
-
-def test_model_based_train_export_run_chain(mb_cli_runs, tmp_path):
-    config = _short_config(tmp_path, "sim_halfcheetah_disabled_joint.toml", 15)
+def test_model_based_train_export_run_chain(mb_cli_runs, tmp_path, short_config):
+    config = short_config("sim_halfcheetah_disabled_joint.toml", 15)
     for method, mode in (("grbal", None), ("rebal", None), ("mb", "mb_de")):
         bundle = tmp_path / f"{method}_bundle"
         proc = metactl("export", "--run", mb_cli_runs[method], "--out", str(bundle))
@@ -209,11 +201,13 @@ def test_model_based_flags_on_the_wrong_kind_are_one_line(quick_demo, tmp_path):
     assert_one_line_error(proc, "--mode applies to model bundles only")
     proc = metactl("train", "grbal", "--out", str(tmp_path / "x"), "--directions", "3")
     assert_one_line_error(proc, "directions apply to ES training only")
+    proc = metactl("train", "--out", str(tmp_path / "y"), "--threads", "1")
+    assert_one_line_error(proc, "threads apply to 'metactl train grbal|rebal|mb' only")
 
 
 def test_eval_writes_one_key_per_method(mb_cli_runs, tmp_path):
     out = tmp_path / "eval"
-    proc = metactl("eval", *mb_cli_runs.values(), "--steps", "15", "--out", str(out))
+    proc = metactl("eval", *mb_cli_runs.values(), "--steps", "15", "--threads", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     with open(out / "summary.json") as f:
         summary = json.load(f)

@@ -7,8 +7,9 @@ meta-gradients and batch per-episode adapted weights with ``vmap``:
 - GrBAL (Sec. 4.1): theta' = theta - alpha * grad L(theta; past M transitions); the meta-loss is
   L(theta'; next K transitions), averaged over windows. ``first_order=True`` stops the gradient
   through grad L (first-order MAML).
-- ReBAL (Sec. 4.2): an LSTM reads the window's transitions; the loss is on the last K
-  predictions, each made with the state after all earlier transitions of the window.
+- ReBAL (Sec. 4.2): an LSTM reads the window's inputs x = (obs, act) in order; each step's delta is
+  predicted from x and the state after it, so the state carries the history (the reference code's
+  recurrent model, which the MPC also steps through each candidate's rollout). The loss is on the last K.
 L is the mean squared error of the normalized state delta.
 """
 
@@ -58,10 +59,6 @@ class TorchStats:
 
     def target(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
         return (next_obs - obs - self.delta_mean) / self.delta_std
-
-    def transition(self, obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
-        """ReBAL's LSTM input z = [obs_n, act_n, delta_n]."""
-        return torch.cat([self.inputs(obs, act), self.target(obs, next_obs)], dim=-1)
 
     def next_obs(self, obs: torch.Tensor, delta_n: torch.Tensor) -> torch.Tensor:
         return obs + self.delta_mean + self.delta_std * delta_n
@@ -134,23 +131,38 @@ def grbal_meta_loss(
     return vmap(one)(past, future).mean()
 
 
-def rebal_loss(
-    params: Params, stats: TorchStats, rnn_hidden: int, obs: torch.Tensor, act: torch.Tensor, nxt: torch.Tensor, m: int
-) -> torch.Tensor:
-    """ReBAL: windows obs [B, T, d], act [B, T, a], nxt [B, T, d]; each step predicted from the LSTM state after
-    the window's earlier transitions; the loss covers steps m..T-1 (the first m only warm the state up)."""
-    rnn, head = params[:3], params[3:]
-    b, t = obs.shape[:2]
-    h = torch.zeros(b, rnn_hidden, dtype=DTYPE)
-    c = torch.zeros_like(h)
-    z = stats.transition(obs, act, nxt)
+def recurrent_step(
+    params: Params, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ReBAL's model step on normalized inputs x [..., d + a]: (h, c) <- LSTM(x, h, c); returns (normalized delta,
+    h, c) with the delta read from [x, h]."""
+    h, c = lstm_step(params[:3], x, h, c)
+    return mlp(params[3:], torch.cat([x, h], dim=-1)), h, c
+
+
+def lstm_state(
+    params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """ReBAL's state (h, c) [B, H] after reading the inputs of obs [B, T, d], act [B, T, a] from zero."""
     x = stats.inputs(obs, act)
-    target = stats.target(obs, nxt)
+    h = torch.zeros(obs.shape[0], params[1].shape[0], dtype=DTYPE)
+    c = torch.zeros_like(h)
+    for k in range(obs.shape[1]):
+        h, c = lstm_step(params[:3], x[:, k], h, c)
+    return h, c
+
+
+def rebal_loss(
+    params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor, nxt: torch.Tensor, m: int
+) -> torch.Tensor:
+    """ReBAL: windows obs [B, T, d], act [B, T, a], nxt [B, T, d] read from a zero state; the loss covers steps
+    m..T-1 (the first m only warm the state up), each predicted after the state took in that step's input."""
+    h, c = lstm_state(params, stats, obs[:, :m], act[:, :m])
+    x, target = stats.inputs(obs, act), stats.target(obs, nxt)
     losses = []
-    for k in range(t):
-        if k >= m:
-            losses.append(((mlp(head, torch.cat([x[:, k], h], dim=-1)) - target[:, k]) ** 2).mean())
-        h, c = lstm_step(rnn, z[:, k], h, c)
+    for k in range(m, obs.shape[1]):
+        delta, h, c = recurrent_step(params, x[:, k], h, c)
+        losses.append(((delta - target[:, k]) ** 2).mean())
     return torch.stack(losses).mean()
 
 
@@ -160,8 +172,8 @@ def predict(params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Ten
 
 
 def predict_recurrent(
-    params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor, h: torch.Tensor
-) -> torch.Tensor:
-    """Next observations of ReBAL's model with LSTM state ``h`` (broadcast over the candidate axis)."""
-    x = stats.inputs(obs, act)
-    return stats.next_obs(obs, mlp(params[3:], torch.cat([x, h.expand(*x.shape[:-1], h.shape[-1])], dim=-1)))
+    params: Params, stats: TorchStats, obs: torch.Tensor, act: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ReBAL's next observations and the new state (h, c) [..., H] of each row of obs [..., d], act [..., a]."""
+    delta, h, c = recurrent_step(params, stats.inputs(obs, act), h, c)
+    return stats.next_obs(obs, delta), h, c

@@ -115,7 +115,7 @@ class Adam:
         return out
 
 
-def loss_fn(config: MBConfig, spec: DynamicsSpec) -> Callable[..., torch.Tensor]:
+def loss_fn(config: MBConfig) -> Callable[..., torch.Tensor]:
     """The training loss of ``config.method`` as f(params, stats, obs, act, nxt) over windows [B, M + K, ...]."""
     m = config.window
     if config.method == "grbal":
@@ -126,16 +126,15 @@ def loss_fn(config: MBConfig, spec: DynamicsSpec) -> Callable[..., torch.Tensor]
 
         return grbal
     if config.method == "rebal":
-        return lambda params, stats, obs, act, nxt: dm.rebal_loss(params, stats, spec.rnn_hidden, obs, act, nxt, m)
+        return lambda params, stats, obs, act, nxt: dm.rebal_loss(params, stats, obs, act, nxt, m)
     return dm.mse
 
 
 def fit(
-    config: MBConfig, spec: DynamicsSpec, params: dm.Params, adam: Adam, stats: DynamicsStats, data: Dataset,
-    rng: np.random.Generator,
+    config: MBConfig, params: dm.Params, adam: Adam, stats: DynamicsStats, data: Dataset, rng: np.random.Generator
 ) -> tuple[dm.Params, float]:  # fmt: skip
     """``config.train_steps`` Adam steps of the method's loss on ``data``; (new params, mean loss of the last 10%)."""
-    tstats, loss = dm.TorchStats(stats), loss_fn(config, spec)
+    tstats, loss = dm.TorchStats(stats), loss_fn(config)
     value_and_grad = torch.func.grad_and_value(loss)
     length = config.window + config.future
     losses = []
@@ -187,7 +186,7 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
         state.env_steps += eps.env_steps
         state.stats = DynamicsStats.from_data(*state.data.transitions())
         torch.manual_seed(int(rng.integers(2**31 - 1)))
-        state.params, loss = fit(config, spec, state.params, state.adam, state.stats, state.data, rng)
+        state.params, loss = fit(config, state.params, state.adam, state.stats, state.data, rng)
         state.iteration = it + 1
         row: dict[str, Any] = {
             "iteration": it + 1, "env_steps": state.env_steps, "model_loss": loss,
@@ -237,7 +236,7 @@ def refit(run_dir: str, out_path: str, *, hidden: tuple[int, ...], train_steps: 
     stats = DynamicsStats.from_data(*data.transitions())
     params = dm.init_params(spec, torch.Generator().manual_seed(config.seed))
     rng = np.random.default_rng([config.seed, len(paths), 1])
-    params, loss = fit(config, spec, params, Adam(params, config.learning_rate), stats, data, rng)
+    params, loss = fit(config, params, Adam(params, config.learning_rate), stats, data, rng)
     log.info("refit %s with hidden %s: final loss %.4f", run_dir, hidden, loss)
     steps = config.episode_steps or family.horizon
     save_dynamics_model(out_path, spec, dm.to_numpy(params), stats, model_extra(config, family, steps))

@@ -7,7 +7,9 @@ by ONNX graphs (``deploy.model_bundle``). Modes (Nagabandi et al., ICLR 2019, Se
 - ``mb``: the trained weights, never changed.
 - ``mb_de`` (dynamic evaluation): every step one more gradient step on the episode's own running
   weights, on its last M transitions; the weights return to the trained ones at ``reset``.
-- ``rebal``: the LSTM state takes each transition in; prediction uses the current state.
+- ``rebal``: every step the LSTM state is rebuilt from zero over the episode's last M transitions (as
+  trained: windows of M + K read from zero; a state run over a whole episode would leave that range);
+  each candidate rollout then steps its own copy of the state through its predicted future.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch.func import vmap
 
 from controllers.dynamics import DynamicsSpec, DynamicsStats, TransitionWindow
+from controllers.planners import Dynamics
 from train import dynamics_model as dm
 
 MODES = ("grbal", "mb", "mb_de", "rebal")
@@ -60,17 +63,16 @@ class TorchOnlineModel:
         self.h, self.c = torch.zeros(self.envs, h), torch.zeros(self.envs, h)
 
     def observe(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> None:
-        if self.mode == "rebal":
-            with torch.no_grad():
-                z = self.stats.transition(_t(obs), _t(act), _t(next_obs))
-                self.h, self.c = dm.lstm_step(self.params[:3], z, self.h, self.c)
-        else:
-            self.window.push(obs, act, next_obs)
+        self.window.push(obs, act, next_obs)
 
     def adapt(self) -> None:
-        if self.mode not in ("grbal", "mb_de") or self.window.count == 0:
+        if self.mode == "mb" or self.window.count == 0:
             return
         obs, act, nxt = (_t(a) for a in self.window.arrays())
+        if self.mode == "rebal":
+            with torch.no_grad():
+                self.h, self.c = dm.lstm_state(self.params, self.stats, obs, act)
+            return
         if self.mode == "grbal" or self.current is None:  # GrBAL restarts from the meta-weights every step
             after = self._adapt_shared(self.params, self.stats, obs, act, nxt, self.lr)
         else:
@@ -85,12 +87,28 @@ class TorchOnlineModel:
             after = [torch.where(k, w, b) for k, w, b in zip(keep, after, before, strict=True)]
         self.current = after
 
+    def rollout(self) -> Dynamics:
+        if self.mode != "rebal":
+            return self.predict
+        state: dict[str, torch.Tensor] = {}  # this rollout's per-candidate h, c [E, N, H]
+
+        def step(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                o, a = _t(obs), _t(act)
+                if not state:  # every candidate starts from its episode's state
+                    state["h"], state["c"] = (s[:, None].expand(-1, o.shape[1], -1) for s in (self.h, self.c))
+                out, state["h"], state["c"] = dm.predict_recurrent(self.params, self.stats, o, a, *state.values())
+            return out.numpy().astype(np.float64)
+
+        return step
+
     def predict(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        """One step of the adapted model: next observations [E, N, d] of obs [E, N, d], act [E, N, a]."""
+        if self.mode == "rebal":
+            return self.rollout()(obs, act)
         with torch.no_grad():
             o, a = _t(obs), _t(act)
-            if self.mode == "rebal":
-                out = dm.predict_recurrent(self.params, self.stats, o, a, self.h[:, None, :])
-            elif self.current is None:
+            if self.current is None:
                 out = dm.predict(self.params, self.stats, o, a)
             else:  # per-episode adapted weights: one batched matmul per layer
                 out = self.stats.next_obs(o, dm.mlp_batched(self.current, self.stats.inputs(o, a)))

@@ -24,8 +24,8 @@ def test_param_shapes_follow_the_documented_order() -> None:
     assert mlp.param_shapes() == [(5, 8), (8,), (8, 4), (4,), (4, 3), (3,)]
     assert mlp.num_params == 5 * 8 + 8 + 8 * 4 + 4 + 4 * 3 + 3
     rec = DynamicsSpec("recurrent", 3, 2, (8,), rnn_hidden=6)
-    # LSTM: z = [obs, act, delta] (3 + 2 + 3 = 8) -> 4 gates x 6; the head reads [obs, act, h] = 11.
-    assert rec.param_shapes() == [(8, 24), (6, 24), (24,), (11, 8), (8,), (8, 3), (3,)]
+    # LSTM: x = [obs, act] (3 + 2 = 5) -> 4 gates x 6; the head reads [obs, act, h] = 11.
+    assert rec.param_shapes() == [(5, 24), (6, 24), (24,), (11, 8), (8,), (8, 3), (3,)]
     assert DynamicsSpec.from_dict(rec.to_dict()) == rec
     assert mlp.mlp_flops(10) == 2 * 10 * (5 * 8 + 8 * 4 + 4 * 3)
 
@@ -105,8 +105,8 @@ class LinearModel:
             a = np.concatenate([a for _, a, _ in self.seen]).ravel()
             self.gain = float(d @ a / max(a @ a, 1e-12))
 
-    def predict(self, obs, act):
-        return obs + self.gain * act
+    def rollout(self):
+        return lambda obs, act: obs + self.gain * act
 
 
 def test_mpc_feeds_applied_transitions_adapts_and_reaches_the_goal() -> None:

@@ -15,6 +15,11 @@ def point_mass(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
     return obs + 0.1 * act
 
 
+def point_mass_rollout():
+    """The planners' rollout of the point mass: a stateless model hands out the same step every time."""
+    return point_mass
+
+
 def distance_cost(obs: np.ndarray, act: np.ndarray, nxt: np.ndarray) -> np.ndarray:
     return np.sum(nxt * nxt, axis=-1)
 
@@ -23,7 +28,7 @@ def _drive(planner, steps: int = 30, seed: int = 0) -> np.ndarray:
     """Two problems at once (E = 2): the point mass from two starts; each must reach the origin."""
     rng, x = np.random.default_rng(seed), np.array([[1.5, -1.0], [-1.2, 0.4]])
     for _ in range(steps):
-        a = planner.plan(x, point_mass, distance_cost, rng)
+        a = planner.plan(x, point_mass_rollout, distance_cost, rng)
         assert a.shape == (2, 2) and np.all(a >= LOW) and np.all(a <= HIGH)
         x = point_mass(x, a)
     return x
@@ -51,14 +56,34 @@ def test_sequence_costs_match_a_loop_over_candidates() -> None:
             total += float(nxt @ nxt)
             x = nxt[None]
         want.append(total)
-    np.testing.assert_allclose(sequence_costs(x0, actions, point_mass, distance_cost), [want])
+    np.testing.assert_allclose(sequence_costs(x0, actions, point_mass_rollout, distance_cost), [want])
+
+
+def test_each_candidate_batch_gets_a_fresh_rollout_stepped_in_order() -> None:
+    """A recurrent model keeps per-candidate state inside its rollout's step: the planner must start a rollout per
+    batch of candidates and call its step once per horizon step, from the first to the last."""
+    started, seen = [], []
+
+    def rollout():
+        started.append(len(seen))
+        t = iter(range(100))
+
+        def step(obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+            seen.append(next(t))
+            return point_mass(obs, act)
+
+        return step
+
+    planner = CEM(LOW, HIGH, 16, 6, iterations=3, elites=4)
+    planner.plan(np.ones((2, 2)), rollout, distance_cost, np.random.default_rng(0))
+    assert started == [0, 6, 12] and seen == [0, 1, 2, 3, 4, 5] * 3
 
 
 def test_random_shooting_returns_the_cheapest_candidates_first_action() -> None:
     planner, x0 = RandomShooting(LOW, HIGH, 50, 3), np.array([[0.5, 0.5], [-0.5, 0.1]])
-    a = planner.plan(x0, point_mass, distance_cost, np.random.default_rng(2))
+    a = planner.plan(x0, point_mass_rollout, distance_cost, np.random.default_rng(2))
     actions = np.random.default_rng(2).uniform(LOW, HIGH, size=(2, 50, 3, 2))  # the same draw
-    best = np.argmin(sequence_costs(x0, actions, point_mass, distance_cost), axis=1)
+    best = np.argmin(sequence_costs(x0, actions, point_mass_rollout, distance_cost), axis=1)
     np.testing.assert_array_equal(a, actions[[0, 1], best, 0])
 
 
@@ -68,28 +93,28 @@ def test_cem_keeps_the_lowest_cost_elites() -> None:
     target = np.array([0.6, -0.3])
     cost = lambda obs, act, nxt: np.sum((act - target) ** 2, axis=-1)  # noqa: E731
     planner = CEM(LOW, HIGH, 200, 1, iterations=6, elites=20)
-    a = planner.plan(np.zeros((1, 2)), point_mass, cost, np.random.default_rng(3))
+    a = planner.plan(np.zeros((1, 2)), point_mass_rollout, cost, np.random.default_rng(3))
     np.testing.assert_allclose(a[0], target, atol=0.05)
 
 
 def test_mppi_warm_start_improves_the_plan_and_reset_forgets_it() -> None:
     planner, rng, x0 = MPPI(LOW, HIGH, 64, 8, temperature=0.01), np.random.default_rng(4), np.array([[1.0, 1.0]])
-    planner.plan(x0, point_mass, distance_cost, rng)
-    plan_cost = lambda: sequence_costs(x0, planner._plan[:, None], point_mass, distance_cost)[0, 0]  # noqa: E731
+    planner.plan(x0, point_mass_rollout, distance_cost, rng)
+    plan_cost = lambda: sequence_costs(x0, planner._plan[:, None], point_mass_rollout, distance_cost)[0, 0]  # noqa: E731
     costs = [plan_cost()]
     for _ in range(5):  # replanning from the same state refines the kept plan
         planner._plan = np.roll(planner._plan, 1, axis=1)  # undo the shift
-        planner.plan(x0, point_mass, distance_cost, rng)
+        planner.plan(x0, point_mass_rollout, distance_cost, rng)
         costs.append(plan_cost())
-    zero_plan = sequence_costs(x0, np.zeros((1, 1, 8, 2)), point_mass, distance_cost)[0, 0]
+    zero_plan = sequence_costs(x0, np.zeros((1, 1, 8, 2)), point_mass_rollout, distance_cost)[0, 0]
     assert costs[-1] < costs[0] < zero_plan  # each call moves the plan toward the origin
     planner.reset()
     assert planner._plan is None  # the next call starts from the middle of the range again
 
 
 def test_same_seed_same_action_and_bad_settings_are_refused() -> None:
-    a = CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones((1, 2)), point_mass, distance_cost, np.random.default_rng(5))
-    b = CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones((1, 2)), point_mass, distance_cost, np.random.default_rng(5))
+    a, b = (CEM(LOW, HIGH, 30, 4, elites=5).plan(np.ones((1, 2)), point_mass_rollout, distance_cost,
+                                                 np.random.default_rng(5)) for _ in range(2))  # fmt: skip
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="elites"):
         CEM(LOW, HIGH, 10, 4, elites=11)
@@ -109,13 +134,13 @@ def test_a_diverged_model_never_steers_the_plan(make) -> None:
         return nxt
 
     x, rng = np.array([[1.5, -1.0]]), np.random.default_rng(0)
-    costs = sequence_costs(x, rng.uniform(-1, 1, (1, 8, 5, 2)), half_broken, distance_cost)
+    costs = sequence_costs(x, rng.uniform(-1, 1, (1, 8, 5, 2)), lambda: half_broken, distance_cost)
     assert np.all(np.isinf(costs[:, 1::2])) and np.all(np.isfinite(costs[:, ::4]))
     planner = make()
     for _ in range(30):
-        a = planner.plan(x, half_broken, distance_cost, rng)
+        a = planner.plan(x, lambda: half_broken, distance_cost, rng)
         assert np.all(np.isfinite(a))
         x = point_mass(x, a)
     assert np.linalg.norm(x) < 0.3  # the finite half still drives the point mass home
-    a = planner.plan(x, lambda o, u: np.full_like(o, np.nan), distance_cost, rng)
+    a = planner.plan(x, lambda: lambda o, u: np.full_like(o, np.nan), distance_cost, rng)
     assert np.all(np.isfinite(a)) and np.all(a >= LOW) and np.all(a <= HIGH)

@@ -63,23 +63,25 @@ def test_exported_dynamics_and_recurrent_step_match_torch(mb_models, mb_bundles)
         spec, params, stats, _ = load_dynamics_model(mb_models[method])
         sessions = ModelBundle.load(mb_bundles[method]).sessions
         tp, ts = dm.from_numpy(params), dm.TorchStats(stats)
-        obs, act, nxt = _data(spec, 64, seed=1)
+        obs, act, _ = _data(spec, 64, seed=1)
         feed = {"obs": obs, "act": act}
+        names = ["next_obs"]
         with torch.no_grad():
-            if method == "rebal":
-                h = np.random.default_rng(2).normal(scale=0.3, size=(1, spec.rnn_hidden)).astype(np.float32)
-                c = np.random.default_rng(3).normal(scale=0.3, size=(1, spec.rnn_hidden)).astype(np.float32)
-                feed["h"] = h
-                want = dm.predict_recurrent(tp, ts, torch.tensor(obs), torch.tensor(act), torch.tensor(h))
-                step = {"h": h, "c": c, "obs": obs[:1], "act": act[:1], "next_obs": nxt[:1]}
-                h2, c2 = sessions["recurrent_step.onnx"].run(["h_next", "c_next"], step)
-                z = ts.transition(*(torch.tensor(x[:1]) for x in (obs, act, nxt)))
-                hr, cr = dm.lstm_step(tp[:3], z, torch.tensor(h), torch.tensor(c))
-                assert _rel(h2, hr.numpy()) < REL and _rel(c2, cr.numpy()) < REL
+            if method == "rebal":  # one state per row, as a planner's candidates carry
+                h = np.random.default_rng(2).normal(scale=0.3, size=(64, spec.rnn_hidden)).astype(np.float32)
+                c = np.random.default_rng(3).normal(scale=0.3, size=(64, spec.rnn_hidden)).astype(np.float32)
+                feed |= {"h": h, "c": c}
+                names += ["h_next", "c_next"]
+                want = dm.predict_recurrent(tp, ts, torch.tensor(obs), torch.tensor(act), torch.tensor(h),
+                                            torch.tensor(c))  # fmt: skip
+                step = sessions["recurrent_step.onnx"].run(["h_next", "c_next"], feed)
+                for got, ref in zip(step, want[1:], strict=True):
+                    assert _rel(got, ref.numpy()) < REL
             else:
-                want = dm.predict(tp, ts, torch.tensor(obs), torch.tensor(act))
-        (got,) = sessions["dynamics.onnx"].run(["next_obs"], feed)
-        assert _rel(got, want.numpy()) < REL
+                want = (dm.predict(tp, ts, torch.tensor(obs), torch.tensor(act)),)
+        got = sessions["dynamics.onnx"].run(names, feed)
+        for g, w in zip(got, want, strict=True):
+            assert _rel(g, w.numpy()) < REL
 
 
 @pytest.mark.parametrize("mode", ["grbal", "rebal", "mb", "mb_de"])
@@ -122,17 +124,13 @@ def test_the_robot_refuses_an_adaptation_step_that_is_not_finite(mb_bundles) -> 
     assert np.all(np.isfinite(a))
 
 
-def _sim_config(tmp_path, steps: int = 30):
-    """The shipped simulated damaged cheetah with short episodes."""
-    with open(os.path.join(CONFIG_DIR, "sim_halfcheetah_disabled_joint.toml")) as f:
-        text = f.read().replace("# episode_steps = 1000", f"episode_steps = {steps}")
-    path = tmp_path / "sim.toml"
-    path.write_text(text)
-    return load_hardware_config(str(path))
+def _sim_config(short_config):
+    """The shipped simulated damaged cheetah with 30-step episodes."""
+    return load_hardware_config(short_config("sim_halfcheetah_disabled_joint.toml", 30))
 
 
-def test_runtime_runs_a_model_bundle_on_the_simulated_robot(mb_bundles, tmp_path) -> None:
-    config = _sim_config(tmp_path)
+def test_runtime_runs_a_model_bundle_on_the_simulated_robot(mb_bundles, tmp_path, short_config) -> None:
+    config = _sim_config(short_config)
     report = run_online(mb_bundles["grbal"], config, seed=2, out_dir=str(tmp_path / "out"), adaptation_steps=2)
     assert report.status == "completed"
     kinds = [e.kind for e in report.episodes]
@@ -146,14 +144,14 @@ def test_runtime_runs_a_model_bundle_on_the_simulated_robot(mb_bundles, tmp_path
     assert os.path.getsize(tmp_path / "out" / "run.mcap") > 0
 
 
-def test_the_wrong_kind_of_bundle_is_refused_with_a_clear_error(mb_bundles, fc_bundle, tmp_path) -> None:
+def test_the_wrong_kind_of_bundle_is_refused_with_a_clear_error(mb_bundles, fc_bundle, tmp_path, short_config) -> None:
     with pytest.raises(BundleError, match=r"holds a dynamics model .* of method 'grbal', but this needs an ES policy"):
         Bundle.load(mb_bundles["grbal"])
     with pytest.raises(BundleError, match=r"holds an ES policy .* but this needs a dynamics model"):
         ModelBundle.load(fc_bundle)
     with pytest.raises(BundleError, match="runs as"):
         ModelBundle.load(mb_bundles["grbal"]).controller(0, mode="rebal")
-    config = _sim_config(tmp_path)
+    config = _sim_config(short_config)
     with pytest.raises(BundleError, match="--mode applies to model bundles only"):
         run_online(fc_bundle, config, mode="grbal")
 
@@ -179,7 +177,7 @@ def test_a_tampered_graph_or_metadata_is_named(mb_bundles, tmp_path) -> None:
         ModelBundle.load(broken)
 
 
-def test_grbal_over_the_serial_link_equals_the_in_process_robot(mb_bundles, tmp_path) -> None:
+def test_grbal_over_the_serial_link_equals_the_in_process_robot(mb_bundles, tmp_path, short_config) -> None:
     """The emulator (its own process, a pty) plays the damaged cheetah; the host adapts and plans every step."""
     from metactl.sim2real import emulator_process
 
@@ -187,7 +185,7 @@ def test_grbal_over_the_serial_link_equals_the_in_process_robot(mb_bundles, tmp_
         text = f.read().replace("# episode_steps = 1000", "episode_steps = 30")
     serial = tmp_path / "robot.toml"
     serial.write_text(text)
-    sim_config = _sim_config(tmp_path)
+    sim_config = _sim_config(short_config)
     with emulator_process(str(serial), str(tmp_path / "emu")) as emu:
         over_serial = run_online(mb_bundles["grbal"], str(serial), port=emu.port, seed=3, time_scale=5)
     in_process = run_online(mb_bundles["grbal"], sim_config, seed=3)

@@ -88,14 +88,38 @@ def test_first_order_matches_a_hand_reference_and_differs_from_second_order() ->
 
 
 def test_rebal_state_carries_the_past_and_its_loss_reaches_the_lstm() -> None:
-    spec, params, stats, obs, act, nxt = _setup("recurrent")
-    grads = torch.func.grad(dm.rebal_loss)(params, stats, spec.rnn_hidden, obs, act, nxt, 6)
+    _, params, stats, obs, act, nxt = _setup("recurrent")
+    grads = torch.func.grad(dm.rebal_loss)(params, stats, obs, act, nxt, 6)
     assert all(float(g.abs().max()) > 0 for g in grads[:3])  # the LSTM is trained through the loss
-    z = stats.transition(obs[:, 0], act[:, 0], nxt[:, 0])
-    h, _ = dm.lstm_step(params[:3], z, torch.zeros(3, 8), torch.zeros(3, 8))
-    zero = dm.predict_recurrent(params, stats, obs[:, 1], act[:, 1], torch.zeros(3, 8))
-    moved = dm.predict_recurrent(params, stats, obs[:, 1], act[:, 1], h)
-    assert float((zero - moved).abs().max()) > 1e-6
+    h, c = dm.lstm_state(params, stats, obs[:, :5], act[:, :5])
+    zero = torch.zeros(3, 8)
+    fresh, _, _ = dm.predict_recurrent(params, stats, obs[:, 5], act[:, 5], zero, zero)
+    moved, _, _ = dm.predict_recurrent(params, stats, obs[:, 5], act[:, 5], h, c)
+    assert float((fresh - moved).abs().max()) > 1e-6
+
+
+def test_rebal_online_state_is_the_last_m_and_each_candidate_steps_its_own() -> None:
+    """At every control step ReBAL's state is rebuilt from zero over the last M transitions (as trained); a planner's
+    rollout then steps every candidate's copy of it through that candidate's predicted future."""
+    spec, params, stats, obs, act, nxt = _setup("recurrent")
+    o, a, n = (x[:1].numpy().astype(np.float64) for x in (obs, act, nxt))
+    model = TorchOnlineModel("rebal", spec, dm.to_numpy(params), DynamicsStats.identity(D, A), 1, window=4)
+    for t in range(7):
+        model.observe(o[:, t], a[:, t], n[:, t])
+        model.adapt()
+    h, c = dm.lstm_state(params, stats, obs[:1, 3:7], act[:1, 3:7])
+    torch.testing.assert_close(model.h, h)
+    torch.testing.assert_close(model.c, c)
+    cand_o, cand_a = o[:, 7:10], a[:, 7:10]  # three candidates, two horizon steps with different actions
+    step = model.rollout()
+    first = step(cand_o, cand_a)
+    second = step(first, cand_a[:, ::-1])
+    hh, cc = h.expand(3, -1), c.expand(3, -1)
+    want1, hh, cc = dm.predict_recurrent(params, stats, obs[0, 7:10], act[0, 7:10], hh, cc)
+    want2, _, _ = dm.predict_recurrent(params, stats, want1, act[0, 7:10].flip(0), hh, cc)
+    np.testing.assert_allclose(first[0], want1.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(second[0], want2.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.rollout()(cand_o, cand_a), first, rtol=0, atol=0)  # a new rollout starts over
 
 
 def test_online_modes_grbal_resets_every_step_mb_de_accumulates() -> None:
