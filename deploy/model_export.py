@@ -116,8 +116,9 @@ def _lstm(g: _Graph, w: list[str], x: str) -> str:
     return g.op("Mul", g.op("Sigmoid", og), g.op("Tanh", c), out="h_next")
 
 
-def _state(spec: DynamicsSpec) -> list[onnx.ValueInfoProto]:
-    return [_value(n, ["N", spec.rnn_hidden]) for n in ("h", "c")]
+def _state(spec: DynamicsSpec, suffix: str = "") -> list[onnx.ValueInfoProto]:
+    """ReBAL's state h, c [N, H] as graph inputs (or, with ``suffix`` "_next", outputs)."""
+    return [_value(n + suffix, ["N", spec.rnn_hidden]) for n in ("h", "c")]
 
 
 def build_dynamics_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats) -> onnx.ModelProto:
@@ -131,7 +132,7 @@ def build_dynamics_graph(spec: DynamicsSpec, params: list[np.ndarray], stats: Dy
     if spec.kind == "recurrent":  # the head reads [x, h_next]
         x, head = g.op("Concat", x, _lstm(g, w[:3], x), axis=1), w[3:]
         inputs += _state(spec)
-        outputs += [_value("h_next", ["N", spec.rnn_hidden]), _value("c_next", ["N", spec.rnn_hidden])]
+        outputs += _state(spec, "_next")
     out, _, _ = _mlp(g, head, x)
     delta = g.op(
         "Add", g.op("Mul", out, g.const("delta_std", stats.delta_std)), g.const("delta_mean", stats.delta_mean)
@@ -181,8 +182,7 @@ def build_recurrent_step_graph(spec: DynamicsSpec, params: list[np.ndarray], sta
     _lstm(g, w, g.op("Concat", o, a, axis=1))
     inputs = [*_state(spec), _value("obs", ["N", spec.obs_dim]), _value("act", ["N", spec.act_dim])]
     inputs += [_value(n, list(p.shape)) for n, p in zip(w, params[:3], strict=True)]
-    outputs = [_value("h_next", ["N", spec.rnn_hidden]), _value("c_next", ["N", spec.rnn_hidden])]
-    return g.model("metactl_recurrent_step", inputs, outputs, "ReBAL: the LSTM state update from one step's inputs")
+    return g.model("metactl_recurrent_step", inputs, _state(spec, "_next"), "ReBAL: the LSTM state update")
 
 
 def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] | None = None) -> str:
