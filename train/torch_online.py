@@ -97,7 +97,8 @@ class TorchOnlineModel:
                 o, a = _t(obs), _t(act)
                 if not state:  # every candidate starts from its episode's state
                     state["h"], state["c"] = (s[:, None].expand(-1, o.shape[1], -1) for s in (self.h, self.c))
-                out, state["h"], state["c"] = dm.predict_recurrent(self.params, self.stats, o, a, *state.values())
+                h, c = state["h"], state["c"]
+                out, state["h"], state["c"] = dm.predict_recurrent(self.params, self.stats, o, a, h, c)
             return out.numpy().astype(np.float64)
 
         return step
