@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats
+from controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
 from controllers.serialization import load_dynamics_model
 from deploy import metadata as md
 from deploy.errors import BundleError
@@ -190,7 +190,10 @@ def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] |
     ``planner`` replaces the training run's planner settings (e.g. to deploy with fewer samples)."""
     if not os.path.isfile(model_path):
         raise BundleError(f"model file {model_path} not found; train one with `metactl train grbal|rebal|mb`")
-    spec, params, stats, extra = load_dynamics_model(model_path)
+    try:
+        spec, params, stats, extra = load_dynamics_model(model_path)
+    except DynamicsError as e:  # e.g. a ReBAL model of the earlier layout (its LSTM also read the delta)
+        raise BundleError(f"model file {model_path}: {e}; re-train it with this metactl") from None
     missing = [k for k in MODEL_EXTRA_KEYS if k not in extra]
     if missing:
         raise BundleError(f"model file {model_path} lacks {missing}; re-train with this metactl")

@@ -18,6 +18,7 @@ from controllers.serialization import load_dynamics_model
 from deploy import Bundle, load_hardware_config, run_online
 from deploy.errors import BundleError
 from deploy.model_bundle import ModelBundle
+from deploy.model_export import export_model_bundle
 from train import dynamics_model as dm
 from train.torch_online import TorchOnlineModel
 
@@ -175,6 +176,18 @@ def test_a_tampered_graph_or_metadata_is_named(mb_bundles, tmp_path) -> None:
     json.dump(meta, open(meta_path, "w"))
     with pytest.raises(BundleError, match="disagree with obs_dim"):
         ModelBundle.load(broken)
+
+
+def test_a_rebal_model_of_the_earlier_layout_is_refused_with_a_clear_error(mb_models, tmp_path) -> None:
+    """The first ReBAL's LSTM also read the observed delta (a wider input weight): export names the mismatch."""
+    with np.load(mb_models["rebal"]) as f:
+        arrays = {k: f[k] for k in f.files}
+    w_z = arrays["param_000"]
+    arrays["param_000"] = np.zeros((w_z.shape[0] + 17, w_z.shape[1]), np.float32)  # + the delta's 17 signals
+    old = str(tmp_path / "old_rebal.npz")
+    np.savez(old, **arrays)
+    with pytest.raises(BundleError, match=r"old_rebal\.npz: parameter shapes .* re-train it with this metactl"):
+        export_model_bundle(old, str(tmp_path / "bundle"))
 
 
 def test_grbal_over_the_serial_link_equals_the_in_process_robot(mb_bundles, tmp_path, short_config) -> None:
