@@ -63,7 +63,7 @@ ES_ONLY = (
     "workers",
     "address",
 )
-THREADS_HELP = "torch threads (default: one per core); give 1 to each of several jobs sharing the cores"
+THREADS_HELP = "torch threads (default 1: these small ops run slower on more, and much slower when jobs share cores)"
 MB_ONLY = (
     "rollouts",
     "episode_steps",
@@ -419,13 +419,12 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _torch_threads(threads: int | None) -> None:
-    """Torch's intra-op threads for model training and planning (None: torch's default, one per core). Two jobs
-    sharing two cores each with the default ran ~5x slower than with one thread each (measured: 51 vs 9.5 s for a
-    ReBAL iteration)."""
-    if threads is not None:
-        import torch
+    """Torch's intra-op threads for model training and planning, 1 unless given. The ops are small: one ReBAL
+    training step took 22 ms on 1 thread and 26 ms on 2 (alone on 2 cores), and 22 vs 320 ms with two jobs
+    sharing the 2 cores (torch's default, one thread per core each)."""
+    import torch
 
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or 1)
 
 
 def _workers(text: str) -> int:
