@@ -134,9 +134,8 @@ class OnnxOnlineModel:
         obs, act, nxt = (_f32(a[0]) for a in self.window.arrays())
         if self.mode == "rebal":  # the state is rebuilt from zero over the last M transitions, as trained
             h, c = np.zeros_like(self.h), np.zeros_like(self.c)
-            for k in range(len(obs)):
-                h, c = self._step.run(["h_next", "c_next"], {"h": h, "c": c, "obs": obs[k : k + 1],
-                                                            "act": act[k : k + 1]})  # fmt: skip
+            for o, a in zip(obs, act, strict=True):
+                h, c = self._step.run(["h_next", "c_next"], {"h": h, "c": c, "obs": o[None], "act": a[None]})
             self.h, self.c = h, c
             return
         feed = {"w_obs": obs, "w_act": act, "w_next": nxt}

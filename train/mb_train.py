@@ -132,7 +132,7 @@ def loss_fn(config: MBConfig) -> Callable[..., torch.Tensor]:
 
 def fit(
     config: MBConfig, params: dm.Params, adam: Adam, stats: DynamicsStats, data: Dataset, rng: np.random.Generator
-) -> tuple[dm.Params, float]:  # fmt: skip
+) -> tuple[dm.Params, float]:
     """``config.train_steps`` Adam steps of the method's loss on ``data``; (new params, mean loss of the last 10%)."""
     tstats, loss = dm.TorchStats(stats), loss_fn(config)
     value_and_grad = torch.func.grad_and_value(loss)
