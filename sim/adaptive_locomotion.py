@@ -15,9 +15,12 @@ for every episode (one task per episode); train/test splits are fixed:
   2000 N/m, flush when unloaded; x from -2 to 18 m between fixed shores); block k's damping is ``damping[k]``
   [N s/m]. Train: each U[0, 10]; test: all 0.5 (``bouncy``), all 9.5 (``calm``), alternating 0.5 / 9.5
   (``alternating``). Only the cheetah is observed (17 signals, as ``halfcheetah_fb``) and randomized at reset.
-- ``ant_crippled_leg``: both actuators of one leg give no torque. Legs are actuator pairs in model order
-  (``LEG_ACTUATORS``): leg 0 = (hip_4, ankle_4) right back, 1 = (hip_1, ankle_1) front left,
-  2 = (hip_2, ankle_2) front right, 3 = (hip_3, ankle_3) back. Train: legs 0-2; test: leg 3.
+- ``ant_crippled_leg``: one leg is crippled as in the reference code (iclavera/learning_to_adapt ``AntEnv``):
+  its two actuators give no torque, and its thigh and foot capsules are halved in radius and length, the foot
+  moved up to the thigh, so the leg no longer reaches the ground (masses and inertias stay those of the whole
+  leg, as there). Legs are numbered as there (``LEG_ACTUATORS``, ``LEG_GEOMS``): leg 0 = hip_1 / ankle_1
+  (front left), 1 = hip_2 / ankle_2 (front right), 2 = hip_3 / ankle_3 (back), 3 = hip_4 / ankle_4 (right back).
+  Train: legs 0-2; test: leg 3.
 
 HalfCheetah families step at dt = 0.01 s (frame skip 1, as the paper) for 1000 steps with reward
 ``v_x - 0.05 |a|^2``; the Ant at 0.05 s for 500 steps with ``v_x - 0.005 |a|^2 + 0.05``. No episode ends
@@ -57,8 +60,15 @@ ANT_REWARD: dict[str, Any] = {
     "height_range": None,
 }
 """``v_x - 0.005 |a|^2 + 0.05``, no termination (the reference code's Ant; ``ant_fb`` ends on a fall)."""
-LEG_ACTUATORS = ((0, 1), (2, 3), (4, 5), (6, 7))
-"""Ant leg k -> its (hip, ankle) actuator indices in model order."""
+LEG_ACTUATORS = ((2, 3), (4, 5), (6, 7), (0, 1))
+"""Ant leg k -> its (hip, ankle) actuator indices in model order (the reference code's numbering)."""
+LEG_GEOMS = (
+    ("left_leg_geom", "left_ankle_geom"),
+    ("right_leg_geom", "right_ankle_geom"),
+    ("back_leg_geom", "third_ankle_geom"),
+    ("rightback_leg_geom", "fourth_ankle_geom"),
+)
+"""Ant leg k -> its (thigh, foot) capsules, which a crippled leg has at half size."""
 
 TERRAIN_X = (-20.0, 150.0)  # [m] extent of the ground (height field, pier shores) along x: beyond any 10 s run
 TERRAIN_COLUMNS = 1361  # 0.125 m apart
@@ -144,12 +154,28 @@ class HalfCheetahDisabledJoint(_Cheetah):
         return [DisabledJointTask(joint=0)]
 
 
+@functools.lru_cache(maxsize=8)
+def crippled_ant_model(leg: int) -> mujoco.MjModel:
+    """Gymnasium's Ant with leg ``leg``'s thigh and foot capsules at half radius and half length and the foot
+    centred where the thigh is (in its own frame), as the reference code edits them after compiling: the
+    masses and inertias stay those of the full leg (shared, read-only)."""
+    if not isinstance(leg, int | np.integer) or not 0 <= leg < len(LEG_GEOMS):
+        raise TaskError(f"CrippledLegTask.leg must be in 0..{len(LEG_GEOMS) - 1}, got {leg!r}")
+    model = copy.deepcopy(base_model("ant.xml"))
+    thigh, foot = (model.geom(name).id for name in LEG_GEOMS[leg])
+    model.geom_size[[thigh, foot], :2] /= 2  # capsule: (radius, half-length)
+    model.geom_pos[foot] = model.geom_pos[thigh]
+    return model
+
+
 class AntCrippledLeg(_Adaptive):
     name = "ant_crippled_leg"
     env_id = "metactl/AntCrippledLeg-v0"
     xml_name = "ant.xml"
     qpos_skip = 2
     task_type = CrippledLegTask
+    scene_field = "leg"
+    scene_model = staticmethod(crippled_ant_model)
     horizon = 500
     ctrl_cost = 0.005
     reward_spec: ClassVar[dict[str, Any]] = ANT_REWARD

@@ -9,7 +9,8 @@ import pytest
 
 import sim
 from deploy import HardwareConfigError, load_hardware_config
-from deploy.robot import SimRobot, open_link
+from deploy.hardware_config import LINKS
+from deploy.robot import LINK_FACTORIES, SimRobot, open_link
 
 GOOD = """
 [robot]
@@ -56,6 +57,10 @@ def test_every_shipped_config_matches_its_family(shipped_config) -> None:
         assert config.signals.actions == family.action_names
         assert config.control.period_s == pytest.approx(family.control_period, rel=1e-9)
         open_link(config).close()  # the simulated robot agrees with the file
+
+
+def test_every_link_type_a_config_accepts_has_a_driver() -> None:
+    assert sorted(LINK_FACTORIES) == sorted(LINKS)
 
 
 def test_good_config(tmp_path) -> None:

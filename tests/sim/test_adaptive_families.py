@@ -15,6 +15,7 @@ from sim.adaptive_locomotion import (
     CHEETAH_DOFS,
     CHEETAH_REWARD,
     LEG_ACTUATORS,
+    LEG_GEOMS,
     MAX_SLOPE,
     PIER_BLOCKS,
     TERRAIN_COLUMNS,
@@ -53,7 +54,7 @@ def _random_rollout(name: str, tasks: list, steps: int, seed: int = 0) -> tuple[
     [
         ("halfcheetah_disabled_joint", DisabledJointTask(joint=0), [0], 1),
         ("halfcheetah_disabled_joint", DisabledJointTask(joint=3), [3], 0),
-        ("ant_crippled_leg", CrippledLegTask(leg=3), list(LEG_ACTUATORS[3]), 0),
+        ("ant_crippled_leg", CrippledLegTask(leg=3), list(LEG_ACTUATORS[3]), 2),
         ("ant_crippled_leg", CrippledLegTask(leg=1), list(LEG_ACTUATORS[1]), 6),
     ],
 )
@@ -71,7 +72,23 @@ def test_a_disabled_actuator_has_no_effect_and_the_others_do(name, task, dead, a
 def test_ant_legs_are_the_documented_actuator_pairs() -> None:
     names = sim.make_family("ant_crippled_leg").action_names
     legs = [tuple(names[i] for i in pair) for pair in LEG_ACTUATORS]
-    assert legs == [("hip_4", "ankle_4"), ("hip_1", "ankle_1"), ("hip_2", "ankle_2"), ("hip_3", "ankle_3")]
+    # The reference code's numbering: leg 3 (test) is the right back leg, actions 0-1.
+    assert legs == [("hip_1", "ankle_1"), ("hip_2", "ankle_2"), ("hip_3", "ankle_3"), ("hip_4", "ankle_4")]
+
+
+@pytest.mark.parametrize("leg", [0, 3])
+def test_a_crippled_leg_is_half_size_and_keeps_its_mass(leg: int) -> None:
+    family = sim.make_family("ant_crippled_leg")
+    whole = base_model("ant.xml")
+    model = family.make_batch([CrippledLegTask(leg=leg)]).models[0]
+    thigh, foot = (whole.geom(name).id for name in LEG_GEOMS[leg])
+    np.testing.assert_allclose(model.geom_size[[thigh, foot], :2], whole.geom_size[[thigh, foot], :2] / 2)
+    np.testing.assert_array_equal(model.geom_pos[foot], whole.geom_pos[thigh])
+    others = np.setdiff1d(np.arange(whole.ngeom), [thigh, foot])
+    np.testing.assert_array_equal(model.geom_size[others], whole.geom_size[others])
+    np.testing.assert_array_equal(model.geom_pos[others], whole.geom_pos[others])
+    np.testing.assert_array_equal(model.body_mass, whole.body_mass)  # edited after compiling, as the reference
+    assert whole.geom(LEG_GEOMS[leg][0]).bodyid[0] == whole.joint(f"hip_{leg + 1}").bodyid[0]
 
 
 def test_the_control_cost_charges_the_commanded_action_of_a_disabled_joint() -> None:
