@@ -154,15 +154,20 @@ class HalfCheetahDisabledJoint(_Cheetah):
         return [DisabledJointTask(joint=0)]
 
 
+def _leg(leg: object) -> int:
+    """``leg`` if it names an Ant leg, else a TaskError."""
+    if not isinstance(leg, int | np.integer) or not 0 <= leg < len(LEG_ACTUATORS):
+        raise TaskError(f"CrippledLegTask.leg must be in 0..{len(LEG_ACTUATORS) - 1}, got {leg!r}")
+    return int(leg)
+
+
 @functools.lru_cache(maxsize=8)
 def crippled_ant_model(leg: int) -> mujoco.MjModel:
     """Gymnasium's Ant with leg ``leg``'s thigh and foot capsules at half radius and half length and the foot
     centred where the thigh is (in its own frame), as the reference code edits them after compiling: the
     masses and inertias stay those of the full leg (shared, read-only)."""
-    if not isinstance(leg, int | np.integer) or not 0 <= leg < len(LEG_GEOMS):
-        raise TaskError(f"CrippledLegTask.leg must be in 0..{len(LEG_GEOMS) - 1}, got {leg!r}")
     model = copy.deepcopy(base_model("ant.xml"))
-    thigh, foot = (model.geom(name).id for name in LEG_GEOMS[leg])
+    thigh, foot = (model.geom(name).id for name in LEG_GEOMS[_leg(leg)])
     model.geom_size[[thigh, foot], :2] /= 2  # capsule: (radius, half-length)
     model.geom_pos[foot] = model.geom_pos[thigh]
     return model
@@ -187,10 +192,7 @@ class AntCrippledLeg(_Adaptive):
         return vx - self.ctrl_penalty(actions) + 0.05, np.zeros(len(vx), dtype=bool)
 
     def actuator_gain(self, task: Task) -> np.ndarray:
-        leg = task.leg  # type: ignore[attr-defined]
-        if not isinstance(leg, int | np.integer) or not 0 <= leg < len(LEG_ACTUATORS):
-            raise TaskError(f"CrippledLegTask.leg must be in 0..{len(LEG_ACTUATORS) - 1}, got {leg!r}")
-        return _disabled(8, LEG_ACTUATORS[leg])
+        return _disabled(8, LEG_ACTUATORS[_leg(task.leg)])  # type: ignore[attr-defined]
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         return [CrippledLegTask(leg=int(k)) for k in rng.integers(0, 3, size=n)]
