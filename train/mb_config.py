@@ -94,6 +94,8 @@ class MBConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")
+        if not isinstance(self.first_order, bool):
+            raise ConfigError(f"first_order: must be true or false, got {self.first_order!r}")
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"hidden: every width must be >= 1, got {self.hidden}")
         for name in ("inner_lr", "learning_rate", "temperature", "noise_std"):

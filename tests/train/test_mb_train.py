@@ -66,6 +66,7 @@ def test_resume_refuses_another_config(tmp_path) -> None:
         ({"window": 0}, "window"),
         ({"inner_lr": -1.0}, "inner_lr"),
         ({"planner": "ilqr"}, "planner"),
+        ({"first_order": "yes"}, "first_order"),
     ],
 )
 def test_bad_settings_name_the_field(changes, match) -> None:
