@@ -58,12 +58,19 @@ def test_resume_refuses_another_config(tmp_path) -> None:
         train_model_based(MBConfig(method="mb", **TINY | {"window": 8}), str(tmp_path), resume=True, progress=False)
 
 
+def test_window_defaults_per_method_and_is_recorded_resolved() -> None:
+    assert [MBConfig(method=m).window for m in ("grbal", "rebal", "mb")] == [16, 8, 16]
+    assert MBConfig(method="rebal", window=16).window == 16
+    saved = MBConfig(method="rebal").to_dict()
+    assert saved["window"] == 8 and MBConfig.from_dict(saved) == MBConfig(method="rebal")
+
+
 @pytest.mark.parametrize(
     "changes, match",
     [
         ({"method": "maml"}, "method"),
         ({"family": "four_corners"}, "reward_spec"),
-        ({"window": 0}, "window"),
+        ({"window": -1}, "window"),
         ({"inner_lr": -1.0}, "inner_lr"),
         ({"planner": "ilqr"}, "planner"),
         ({"first_order": "yes"}, "first_order"),
