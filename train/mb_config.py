@@ -13,8 +13,8 @@ PLANNERS = ("mppi", "cem", "random_shooting")
 DEFAULT_WINDOW = {"grbal": 16, "rebal": 8, "mb": 16}
 """M per method when ``window`` is 0. GrBAL and MB (whose M is MB+DE's window) keep the reference's 16; ReBAL reads 8.
 Ant leg 3, mean held-out return over seeds (50 episodes each): ReBAL with M = 8 31.7 (seeds 0-5; chosen on seeds 0-2,
-then 32.6 on seeds 3-5), M = 16 19.7, M = 32 13.2 (seeds 0-1); MB 28.5. Why is open: the M = 8 model's held-out
-prediction error is no lower (docs/grbal.md)."""
+then 32.6 on seeds 3-5), M = 4 32.1 (seeds 0-2), M = 16 19.7, M = 32 13.2 (seeds 0-1); MB 28.5. Why is open: the
+M = 8 model's held-out prediction error is no lower (docs/grbal.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
