@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--rollouts", type=int, help="episodes collected per iteration")
     m.add_argument("--episode-steps", type=int, help="control steps per collected episode (0: the family's)")
     m.add_argument("--rnn-hidden", type=int, help="ReBAL LSTM size")
-    m.add_argument("--window", type=int, help="M: past transitions to adapt on (default: GrBAL and MB 16, ReBAL 8)")
+    m.add_argument("--window", type=int, help="M: past transitions to adapt on (default per method: DEFAULT_WINDOW)")
     m.add_argument("--future", type=int, help="K: transitions the adapted model is scored on")
     m.add_argument("--inner-lr", type=float, help="adaptation step size (alpha)")
     m.add_argument("--first-order", action="store_true", help="GrBAL: first-order meta-gradient")

@@ -74,7 +74,8 @@ class MBConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        if self.window == 0 and self.method in DEFAULT_WINDOW:  # resolved here, so config.json records the M used
+        if self.window == 0 and not isinstance(self.window, bool) and self.method in DEFAULT_WINDOW:
+            # resolved here, so config.json records the M used; False stays for validate() to refuse
             object.__setattr__(self, "window", DEFAULT_WINDOW[self.method])
         self.validate()
 
