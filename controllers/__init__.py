@@ -3,7 +3,7 @@
 Depends on no other metactl package and on nothing but numpy, so it runs on the robot.
 """
 
-from controllers.adaptation import (
+from metactl.controllers.adaptation import (
     AdaptationError,
     AdaptationOperator,
     AdaptState,
@@ -11,9 +11,9 @@ from controllers.adaptation import (
     HillClimb,
     make_operator,
 )
-from controllers.normalizer import NormalizerSnapshot, RunningNormalizer
-from controllers.policies import Policy, PolicyError, PolicySpec
-from controllers.serialization import load_policy, save_policy
+from metactl.controllers.normalizer import NormalizerSnapshot, RunningNormalizer
+from metactl.controllers.policies import Policy, PolicyError, PolicySpec
+from metactl.controllers.serialization import load_policy, save_policy
 
 __all__ = [
     "AdaptState",

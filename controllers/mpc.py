@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from controllers.planners import Cost, Dynamics, _Planner
+from metactl.controllers.planners import Cost, Dynamics, _Planner
 
 
 class OnlineDynamics(Protocol):

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from controllers.normalizer import NormalizerSnapshot
+from metactl.controllers.normalizer import NormalizerSnapshot
 
 POLICY_KINDS = ("linear", "mlp")
 

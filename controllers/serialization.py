@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
-from controllers.normalizer import NormalizerSnapshot
-from controllers.policies import Policy, PolicySpec
+from metactl.controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
+from metactl.controllers.normalizer import NormalizerSnapshot
+from metactl.controllers.policies import Policy, PolicySpec
 
 
 def save_policy(path: str, policy: Policy, extra: dict[str, Any]) -> None:

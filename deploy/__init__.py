@@ -1,32 +1,36 @@
-"""Deploy: run an exported policy bundle on a robot and adapt it online.
+"""Deploy: run an exported bundle on a robot and adapt it online (the robot-side runtime).
 
-Robot side (this package minus ``export``) needs only numpy, onnxruntime, pyserial
-and ``controllers``; ``sim`` is imported lazily for the simulated robot only.
-``export_bundle`` (workstation side, needs ``onnx``) is loaded on first use, so
-``import deploy`` never imports ``onnx``.
+Robot side (this package minus the exporters) needs only numpy, onnxruntime, pyserial and
+``metactl.controllers``; ``metactl.sim`` is imported lazily for the simulated robot only.
+``export_bundle`` (workstation side, needs ``onnx``) is loaded on first use, so importing
+``metactl.deploy`` never imports ``onnx``.
 """
 
 from typing import Any
 
-from deploy.bundle import Bundle
-from deploy.errors import BundleError, HardwareConfigError
-from deploy.hardware_config import HardwareConfig, load_hardware_config
-from deploy.report import EpisodeRecord, OnlineReport
-from deploy.robot import RobotLink, RobotState, SimRobot, open_link
-from deploy.runtime import check_compatibility, run_online
+from metactl.deploy.bundles import load_bundle
+from metactl.deploy.errors import BundleError, HardwareConfigError
+from metactl.deploy.hardware_config import HardwareConfig, load_hardware_config
+from metactl.deploy.link import RobotLink, RobotState
+from metactl.deploy.links import open_link
+from metactl.deploy.policy_bundle import PolicyBundle
+from metactl.deploy.report import EpisodeRecord, OnlineReport
+from metactl.deploy.runtime import check_compatibility, run_online
+from metactl.deploy.sim_robot import SimRobot
 
 __all__ = [
-    "Bundle",
     "BundleError",
     "EpisodeRecord",
     "HardwareConfig",
     "HardwareConfigError",
     "OnlineReport",
+    "PolicyBundle",
     "RobotLink",
     "RobotState",
     "SimRobot",
     "check_compatibility",
     "export_bundle",
+    "load_bundle",
     "load_hardware_config",
     "open_link",
     "run_online",
@@ -34,9 +38,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy ``deploy.export_bundle``: imports ``onnx`` only when the exporter is used."""
+    """Lazy ``export_bundle``: imports ``onnx`` only when the exporter is used."""
     if name == "export_bundle":
-        from deploy.export import export_bundle
+        from metactl.deploy.export import export_bundle
 
         return export_bundle
-    raise AttributeError(f"module 'deploy' has no attribute {name!r}")
+    raise AttributeError(f"module 'metactl.deploy' has no attribute {name!r}")

@@ -6,7 +6,7 @@ block by block (``bytes.split`` / code-byte hops), not byte by byte: this runs i
 
 from __future__ import annotations
 
-from deploy.errors import ProtocolError
+from metactl.deploy.errors import ProtocolError
 
 _ZERO = b"\x00"
 _CODE = [bytes((i,)) for i in range(256)]

@@ -12,7 +12,7 @@ import dataclasses
 import math
 from typing import Any, Protocol
 
-from deploy.errors import HardwareConfigError
+from metactl.deploy.errors import HardwareConfigError
 
 EMULATOR_KEYS = (
     "family",

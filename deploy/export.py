@@ -20,7 +20,6 @@ Built with ``onnx.helper`` only (no torch); this module is the one place ``onnx`
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import itertools
 import json
@@ -32,10 +31,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from controllers import Policy, load_policy
-from controllers.normalizer import CLIP
-from deploy import metadata as md
-from deploy.errors import BundleError
+from metactl.controllers import Policy, load_policy
+from metactl.controllers.normalizer import CLIP
+from metactl.deploy import metadata as md
+from metactl.deploy.bundle_writer import write_bundle
+from metactl.deploy.errors import BundleError
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +53,22 @@ def export_bundle(policy_path: str, out_dir: str) -> str:
     missing = [k for k in EXTRA_KEYS if k not in extra]
     if missing:
         raise BundleError(f"policy file {policy_path} lacks {missing} in its extra data; re-train with this metactl")
+    if not all(np.all(np.isfinite(a)) for a in (policy.params, policy.normalizer.mean, policy.normalizer.std)):
+        raise BundleError(f"policy file {policy_path} holds non-finite parameters or normalizer; it cannot be deployed")
     model = build_model(policy)
     onnx.checker.check_model(model, full_check=True)
-    os.makedirs(out_dir, exist_ok=True)
-    onnx_path = os.path.join(out_dir, md.ONNX_FILE)
-    onnx.save_model(model, onnx_path)
-    with open(onnx_path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    meta = build_metadata(policy, extra, digest)
-    md.validate_metadata(meta, out_dir)
-    tmp = os.path.join(out_dir, md.METADATA_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, md.METADATA_FILE))
+    write_bundle(out_dir, {md.ONNX_FILE: model}, build_metadata(policy, extra))
     log.info("exported %s -> %s (%d parameters)", policy_path, out_dir, policy.spec.num_params)
     return out_dir
 
 
-def build_metadata(policy: Policy, extra: dict[str, Any], onnx_sha256: str) -> dict[str, Any]:
-    """The ``metadata.json`` dict for ``policy`` (see ``deploy.metadata.SCHEMA``)."""
+def build_metadata(policy: Policy, extra: dict[str, Any]) -> dict[str, Any]:
+    """The ``metadata.json`` dict for ``policy`` (see ``deploy.metadata.PolicyMetadata``; files added on writing)."""
     spec = policy.spec
     return {
         "format": md.FORMAT,
         "format_version": md.FORMAT_VERSION,
+        "bundle_kind": md.POLICY_KIND,
         "metactl_version": _version(),
         "policy": {"kind": spec.kind, "spec": json.loads(json.dumps(spec.to_dict()))},
         "obs_dim": spec.obs_dim,
@@ -95,8 +88,6 @@ def build_metadata(policy: Policy, extra: dict[str, Any], onnx_sha256: str) -> d
         "adaptation": dict(extra["adaptation"]),
         "family": str(extra["family"]),
         "train_config": dict(extra["train_config"]),
-        "onnx_file": md.ONNX_FILE,
-        "onnx_sha256": onnx_sha256,
         "onnx_opset": md.OPSET,
         "graph": {
             "inputs": {md.OBS_INPUT: ["N", spec.obs_dim], md.PARAMS_INPUT: [spec.num_params]},

@@ -38,7 +38,7 @@ import tomllib
 from collections.abc import Callable
 from typing import Any
 
-from deploy.config_sections import (
+from metactl.deploy.config_sections import (
     EMULATOR_KEYS,
     EmulatorSection,
     FallbackSection,
@@ -57,7 +57,7 @@ from deploy.config_sections import (
     read_safety,
     read_serial,
 )
-from deploy.errors import HardwareConfigError
+from metactl.deploy.errors import HardwareConfigError
 
 LINKS = ("sim", "serial")
 """Link types this runtime can open."""

@@ -1,211 +1,356 @@
-"""The bundle's ``metadata.json``: its file names, format version and schema check.
+"""A bundle's ``metadata.json``: one typed class per bundle kind, parsed and validated once, in full.
 
-Shared by the exporter (workstation) and the loader (robot), so both agree on one
-schema. A bundle is the ONNX graph plus this JSON: signal names and their order,
-sizes, control period, the frozen normalizer, actuator limits, the adaptation
-operator and the training config it came from.
+Shared by the exporters (workstation) and the loader (robot), so both agree on one schema: the
+exporter builds the JSON and parses it back before writing it. A bundle is its ONNX graph(s)
+plus this JSON: signal names and their order, sizes, control period, actuator limits, the files
+and their sha256, and what each kind needs to run (a policy's architecture, normalizer and
+adaptation operator; a dynamics model's spec, normalization, planner and cost).
+
+Validation is hostile-input proof: every field's JSON type and range is checked, every file the
+bundle names must be a plain file name inside the bundle folder, and episode lengths and planner
+sizes are bounded, so a bundle can neither read outside its folder nor run (and log) forever.
+Every error is one line naming the field and the fix (``BundleError``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
-from controllers import PolicyError, PolicySpec
-from deploy.errors import BundleError
+import numpy as np
+
+from metactl.controllers import AdaptationError, NormalizerSnapshot, PolicyError, PolicySpec, make_operator
+from metactl.deploy.errors import BundleError
 
 FORMAT = "metactl-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2: every kind lists its graphs in ``files`` (name -> sha256). Version 1 bundles are refused."""
 METADATA_FILE = "metadata.json"
-ONNX_FILE = "policy.onnx"
 OPSET = 17
 """ONNX opset of exported graphs; onnxruntime >= 1.14 runs it."""
 
-POLICY_KIND = "policy"
-MODEL_KIND = "model"
-"""``bundle_kind``: an ES policy graph (the default when absent) or a dynamics model run with MPC."""
-DYNAMICS_FILE = "dynamics.onnx"
-ADAPT_FILE = "adapt.onnx"
-RECURRENT_FILE = "recurrent_step.onnx"
+POLICY_KIND, MODEL_KIND = "policy", "model"
+ONNX_FILE = "policy.onnx"
+DYNAMICS_FILE, ADAPT_FILE, RECURRENT_FILE = "dynamics.onnx", "adapt.onnx", "recurrent_step.onnx"
 MODEL_METHODS = ("grbal", "rebal", "mb")
 
-# Graph tensor names (the contract between export.py and bundle.py).
-OBS_INPUT = "obs"
-PARAMS_INPUT = "params"
-ACTION_OUTPUT = "action"
-PARAMS_OUTPUT = "params_used"
+# Graph tensor names of a policy graph (the contract between export.py and policy_bundle.py).
+OBS_INPUT, PARAMS_INPUT, ACTION_OUTPUT, PARAMS_OUTPUT = "obs", "params", "action", "params_used"
 
-_LIST = (list,)
-_NUMBER = (int, float)
-SCHEMA: dict[str, tuple[type, ...]] = {
-    "format": (str,),
-    "format_version": (int,),
-    "metactl_version": (str,),
-    "policy": (dict,),
-    "obs_dim": (int,),
-    "act_dim": (int,),
-    "num_params": (int,),
-    "observation_names": _LIST,
-    "action_names": _LIST,
-    "control_period": _NUMBER,
-    "horizon": (int,),
-    "normalizer": (dict,),
-    "action_low": _LIST,
-    "action_high": _LIST,
-    "adaptation": (dict,),
-    "family": (str,),
-    "train_config": (dict,),
-    "onnx_file": (str,),
-    "onnx_sha256": (str,),
-}
-"""Required top-level keys and their JSON types."""
+MAX_HORIZON = 100_000
+"""Longest episode a bundle may ask for [control steps]: 1000 s at 100 Hz, 100 s at 1 kHz."""
+MAX_DIM = 1016
+"""Most observations a protocol v1 STATE frame carries (the same bound for actions)."""
+MAX_PLANNER_WORK = 2_000_000
+"""Most candidate-steps (samples x horizon x iterations) a planner may ask for per control step."""
+MAX_WINDOW = 10_000
+"""Most past transitions a model may adapt on."""
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
-_FIX = "re-run `metactl export` on the trained policy.npz"
+_FIX = "re-run `metactl export` on the trained run"
 
 
-def _fail(source: str, what: str) -> BundleError:
-    return BundleError(f"bundle {source}: {what}; {_FIX}")
+def _fail(source: str, what: str, fix: str = _FIX) -> BundleError:
+    return BundleError(f"bundle {source}: {what}; {fix}")
 
 
-MODEL_SCHEMA: dict[str, tuple[type, ...]] = {
-    "format": (str,),
-    "format_version": (int,),
-    "bundle_kind": (str,),
-    "method": (str,),
-    "dynamics": (dict,),
-    "stats": (dict,),
-    "obs_dim": (int,),
-    "act_dim": (int,),
-    "observation_names": _LIST,
-    "action_names": _LIST,
-    "control_period": _NUMBER,
-    "horizon": (int,),
-    "action_low": _LIST,
-    "action_high": _LIST,
-    "reward_spec": (dict,),
-    "planner": (dict,),
-    "window": (int,),
-    "inner_lr": _NUMBER,
-    "family": (str,),
-    "files": (dict,),
-}
-"""Required keys of a model bundle (GrBAL / ReBAL / MB)."""
+class _Fields:
+    """Typed reads of one JSON object with errors that name the field (``prefix`` + key)."""
+
+    def __init__(self, data: Any, source: str, prefix: str = ""):
+        if not isinstance(data, dict):
+            where = f"'{prefix.rstrip('.')}'" if prefix else "metadata"
+            raise _fail(source, f"{where} must be a JSON object, got {type(data).__name__}")
+        self.data, self.source, self.prefix = data, source, prefix
+
+    def fail(self, key: str, what: str) -> BundleError:
+        return _fail(self.source, f"metadata '{self.prefix}{key}' {what}")
+
+    def raw(self, key: str) -> Any:
+        if key not in self.data:
+            raise _fail(self.source, f"metadata lacks '{self.prefix}{key}'")
+        return self.data[key]
+
+    def str(self, key: str, choices: tuple[str, ...] | None = None) -> str:
+        value = self.raw(key)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"must be a non-empty string, got {value!r:.60}")
+        if choices is not None and value not in choices:
+            raise self.fail(key, f"must be one of {choices}, got {value!r:.60}")
+        return value
+
+    def int(self, key: str, low: int, high: int) -> int:
+        value = self.raw(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"must be an integer in [{low}, {high}], got {value!r:.60}")
+        return value
+
+    def number(self, key: str, low: float = -math.inf, high: float = math.inf, *, open_low: bool = False) -> float:
+        value = self.raw(key)
+        ok = _is_number(value) and math.isfinite(value) and value <= high
+        ok = ok and (value > low if open_low else value >= low)
+        if not ok:
+            bound = f"> {low}" if open_low else f">= {low}"
+            raise self.fail(key, f"must be a finite number {bound} and <= {high}, got {value!r:.60}")
+        return float(value)
+
+    def obj(self, key: str) -> _Fields:
+        return _Fields(self.raw(key), self.source, f"{self.prefix}{key}.")
+
+    def dict(self, key: str) -> dict[str, Any]:
+        value = self.raw(key)
+        if not isinstance(value, dict):
+            raise self.fail(key, f"must be a JSON object, got {type(value).__name__}")
+        return value
+
+    def names(self, key: str, size: int | None = None) -> tuple[str, ...]:
+        value = self.raw(key)
+        if not (isinstance(value, list) and value and all(isinstance(v, str) and v for v in value)):
+            raise self.fail(key, "must be a non-empty list of non-empty strings")
+        if len(set(value)) != len(value):
+            raise self.fail(key, "must not repeat a name")
+        if size is not None and len(value) != size:
+            raise self.fail(key, f"must be a list of {size} entries, got {len(value)}")
+        if len(value) > MAX_DIM:
+            raise self.fail(key, f"has {len(value)} entries, at most {MAX_DIM}")
+        return tuple(value)
+
+    def vector(self, key: str, size: int, positive: bool = False) -> np.ndarray:
+        value = self.raw(key)
+        if not isinstance(value, list) or len(value) != size:
+            got = len(value) if isinstance(value, list) else type(value).__name__
+            raise self.fail(key, f"must be a list of {size} entries, got {got}")
+        if not all(_is_number(v) and math.isfinite(v) and (v > 0 or not positive) for v in value):
+            raise self.fail(key, f"must hold finite{' positive' if positive else ''} numbers")
+        return np.asarray(value, dtype=np.float64)
+
+    def files(self, key: str, required: tuple[str, ...]) -> dict[str, str]:
+        """``{file name: sha256}``; every name a plain file name inside the bundle folder."""
+        value = self.dict(key)
+        for name, digest in value.items():
+            if not _FILE_NAME.match(name) or name in (".", "..") or os.path.basename(name) != name:
+                raise self.fail(key, f"names {name!r:.60}, not a plain file name inside the bundle folder")
+            if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+                raise self.fail(f"{key}.{name}", "must be a sha256 hex digest (64 characters)")
+        missing = [n for n in required if n not in value]
+        if missing:
+            raise self.fail(key, f"lacks {missing}")
+        return dict(value)
 
 
-def bundle_kind(meta: Any) -> str:
-    """``"policy"`` or ``"model"`` (bundles from before model bundles existed are policies)."""
-    return meta.get("bundle_kind", POLICY_KIND) if isinstance(meta, dict) else POLICY_KIND
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-def _check_header(meta: Any, source: str, kind: str) -> None:
-    if not isinstance(meta, dict):
-        raise _fail(source, f"metadata must be a JSON object, got {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise _fail(source, f"'format' is {meta.get('format')!r}, not {FORMAT!r} (not a metactl bundle?)")
-    got = bundle_kind(meta)
-    if got != kind:
-        names = {POLICY_KIND: "an ES policy (adapted by its operator)", MODEL_KIND: "a dynamics model (run with MPC)"}
-        method = f" of method {meta.get('method')!r}" if got == MODEL_KIND else ""
-        raise BundleError(
-            f"bundle {source} holds {names.get(got, repr(got))}{method}, but this needs {names[kind]}; "
-            f"pass a bundle of the right kind (`metactl run` picks the runtime from the bundle itself)"
+@dataclasses.dataclass(frozen=True)
+class BundleMetadata:
+    """What every bundle kind states: the robot it is for (signals, period, limits) and its files."""
+
+    kind: ClassVar[str]
+    family: str
+    observation_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    control_period: float
+    """[s] between commands."""
+    horizon: int
+    """Control steps per episode the bundle was trained with."""
+    action_low: np.ndarray
+    action_high: np.ndarray
+    files: dict[str, str]
+    """Graph file name -> its sha256."""
+    metactl_version: str
+    train_config: dict[str, Any]
+    raw: dict[str, Any]
+    """The JSON as read (a copy is what ``metadata`` properties hand out)."""
+
+    @property
+    def obs_dim(self) -> int:
+        return len(self.observation_names)
+
+    @property
+    def act_dim(self) -> int:
+        return len(self.action_names)
+
+    @staticmethod
+    def _common(f: _Fields, kind: str) -> dict[str, Any]:
+        fmt = f.raw("format")
+        if fmt != FORMAT:
+            raise _fail(f.source, f"'format' is {fmt!r:.60}, not {FORMAT!r} (not a metactl bundle?)")
+        version = f.raw("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"bundle {f.source}: format_version {version!r:.20} is not supported by this runtime (it reads "
+                f"version {FORMAT_VERSION}); re-export the bundle with `metactl export` of this metactl version"
+            )
+        got = f.str("bundle_kind", (POLICY_KIND, MODEL_KIND))
+        if got != kind:
+            names = {POLICY_KIND: "an ES policy", MODEL_KIND: "a dynamics model (run with MPC)"}
+            raise BundleError(f"bundle {f.source} holds {names[got]}, but this needs {names[kind]}; pass a bundle of "
+                              "the right kind (`metactl run` picks the runtime from the bundle itself)")  # fmt: skip
+        obs = f.names("observation_names")
+        acts = f.names("action_names")
+        low, high = f.vector("action_low", len(acts)), f.vector("action_high", len(acts))
+        if not np.all(low < high):
+            raise f.fail("action_low", "must be below 'action_high' in every dimension")
+        return {
+            "family": f.str("family"),
+            "observation_names": obs,
+            "action_names": acts,
+            "control_period": f.number("control_period", 0.0, 60.0, open_low=True),
+            "horizon": f.int("horizon", 1, MAX_HORIZON),
+            "action_low": low,
+            "action_high": high,
+            "metactl_version": f.str("metactl_version"),
+            "train_config": f.dict("train_config"),
+            "raw": f.data,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyMetadata(BundleMetadata):
+    """An ES policy bundle: ``policy.onnx`` (normalizer, policy and clipping), adapted by its operator."""
+
+    kind: ClassVar[str] = POLICY_KIND
+    spec: PolicySpec = dataclasses.field(default=None)  # type: ignore[assignment]
+    normalizer: NormalizerSnapshot = dataclasses.field(default=None)  # type: ignore[assignment]
+    adaptation: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_params(self) -> int:
+        return self.spec.num_params
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> PolicyMetadata:
+        f = _Fields(data, source)
+        common = cls._common(f, POLICY_KIND)
+        obs_dim, act_dim = len(common["observation_names"]), len(common["action_names"])
+        policy = f.obj("policy")
+        try:
+            spec = PolicySpec.from_dict(policy.dict("spec"))
+        except (PolicyError, TypeError, ValueError) as e:
+            raise policy.fail("spec", f"is invalid ({e})") from None
+        if (spec.obs_dim, spec.act_dim) != (obs_dim, act_dim) or spec.num_params != f.raw("num_params"):
+            raise policy.fail("spec", f"sizes ({spec.obs_dim}, {spec.act_dim}, {spec.num_params} parameters) disagree "
+                                      "with observation_names, action_names and num_params")  # fmt: skip
+        if max(spec.layer_sizes) > 4096 or spec.num_params > 10_000_000:
+            raise policy.fail("spec", f"is too large ({spec.num_params} parameters)")
+        norm = f.obj("normalizer")
+        normalizer = NormalizerSnapshot(norm.vector("mean", obs_dim), norm.vector("std", obs_dim, positive=True))
+        try:
+            make_operator(f.dict("adaptation"))
+        except (AdaptationError, TypeError) as e:
+            raise f.fail("adaptation", f"is invalid ({e})") from None
+        return cls(
+            **common,
+            files=f.files("files", (ONNX_FILE,)),
+            spec=spec,
+            normalizer=normalizer,
+            adaptation=dict(f.dict("adaptation")),
         )
 
 
-def _check_types(meta: dict[str, Any], schema: dict[str, tuple[type, ...]], source: str) -> None:
-    for key, types in schema.items():
-        if key not in meta:
-            raise _fail(source, f"metadata lacks '{key}'")
-        value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            names = " or ".join(t.__name__ for t in types)
-            raise _fail(source, f"metadata '{key}' must be {names}, got {type(value).__name__}")
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata(BundleMetadata):
+    """A dynamics-model bundle (GrBAL / ReBAL / MB): its graphs, normalization, planner and cost."""
 
+    kind: ClassVar[str] = MODEL_KIND
+    method: str = ""
+    dynamics: Any = None
+    """``controllers.dynamics.DynamicsSpec``."""
+    stats: Any = None
+    """``controllers.dynamics.DynamicsStats``."""
+    reward_spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    planner: dict[str, Any] = dataclasses.field(default_factory=dict)
+    window: int = 1
+    inner_lr: float = 0.0
 
-def validate_model_metadata(meta: Any, source: str) -> None:
-    """Raise ``BundleError`` naming the first missing, ill-typed or inconsistent field of a model bundle."""
-    from controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats, ForwardCost
+    @property
+    def graph_files(self) -> tuple[str, ...]:
+        """The graphs this model runs with: dynamics, plus its adaptation step or its recurrent state update."""
+        return (DYNAMICS_FILE, ADAPT_FILE if self.dynamics.kind == "mlp" else RECURRENT_FILE)
 
-    _check_header(meta, source, MODEL_KIND)
-    _check_types(meta, MODEL_SCHEMA, source)
-    if meta["format_version"] != FORMAT_VERSION:
-        raise BundleError(f"bundle {source}: format_version {meta['format_version']} is not supported")
-    if meta["method"] not in MODEL_METHODS:
-        raise _fail(source, f"'method' must be one of {MODEL_METHODS}, got {meta['method']!r}")
-    try:
-        spec = DynamicsSpec.from_dict(meta["dynamics"])
-        stats = DynamicsStats.from_dict(meta["stats"])
-        ForwardCost(meta["observation_names"], meta["reward_spec"])
-    except (DynamicsError, KeyError, TypeError, ValueError) as e:
-        raise _fail(source, f"model description is invalid ({e})") from None
-    if (spec.obs_dim, spec.act_dim) != (meta["obs_dim"], meta["act_dim"]):
-        raise _fail(source, f"'dynamics' sizes {spec.obs_dim}/{spec.act_dim} disagree with obs_dim/act_dim")
-    lists = {"observation_names": spec.obs_dim, "action_names": spec.act_dim, "action_low": spec.act_dim,
-             "action_high": spec.act_dim}  # fmt: skip
-    for key, size in lists.items():
-        if len(meta[key]) != size:
-            raise _fail(source, f"'{key}' must have {size} entries, got {len(meta[key])}")
-    if len(stats.obs_mean) != spec.obs_dim or len(stats.act_mean) != spec.act_dim:
-        raise _fail(source, "'stats' sizes disagree with the dynamics model's")
-    needed = [DYNAMICS_FILE, ADAPT_FILE if spec.kind == "mlp" else RECURRENT_FILE]
-    for name in needed:
-        if not isinstance(meta["files"].get(name), str):
-            raise _fail(source, f"'files' lacks the sha256 of {name}")
+    @classmethod
+    def parse(cls, data: Any, source: str) -> ModelMetadata:
+        from metactl.controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats, ForwardCost
+        from metactl.controllers.planners import make_planner
 
-
-def validate_metadata(meta: Any, source: str) -> None:
-    """Raise ``BundleError`` naming the first missing or ill-typed field of ``meta`` (read from ``source``)."""
-    _check_header(meta, source, POLICY_KIND)
-    for key, types in SCHEMA.items():
-        if key not in meta:
-            raise _fail(source, f"metadata lacks '{key}'")
-        value = meta[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            names = " or ".join(t.__name__ for t in types)
-            raise _fail(source, f"metadata '{key}' must be {names}, got {type(value).__name__}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise BundleError(
-            f"bundle {source}: format_version {meta['format_version']} is not supported by this runtime "
-            f"(it reads version {FORMAT_VERSION}); export with the metactl version the robot runs"
+        f = _Fields(data, source)
+        common = cls._common(f, MODEL_KIND)
+        method = f.str("method", MODEL_METHODS)
+        try:
+            spec = DynamicsSpec.from_dict(f.dict("dynamics"))
+        except (DynamicsError, TypeError, ValueError) as e:
+            raise f.fail("dynamics", f"is invalid ({e})") from None
+        if max(*spec.hidden, spec.rnn_hidden) > 4096 or len(spec.hidden) > 16:
+            raise f.fail("dynamics", f"is too large ({spec.hidden}, LSTM {spec.rnn_hidden})")
+        if (spec.obs_dim, spec.act_dim) != (len(common["observation_names"]), len(common["action_names"])):
+            raise f.fail("dynamics", "sizes disagree with observation_names / action_names")
+        if (spec.kind == "recurrent") != (method == "rebal"):
+            raise f.fail("dynamics", f"kind {spec.kind!r} does not fit method {method!r}")
+        try:
+            stats = DynamicsStats.from_dict(f.dict("stats"))
+        except (DynamicsError, KeyError, TypeError, ValueError) as e:
+            raise f.fail("stats", f"is invalid ({e})") from None
+        try:
+            ForwardCost(common["observation_names"], f.dict("reward_spec"))
+        except (DynamicsError, KeyError, TypeError, ValueError) as e:
+            raise f.fail("reward_spec", f"is invalid ({e})") from None
+        if len(stats.obs_mean) != spec.obs_dim or len(stats.act_mean) != spec.act_dim:
+            raise f.fail("stats", "sizes disagree with the dynamics model's")
+        planner = f.dict("planner")
+        try:
+            make_planner(planner, common["action_low"], common["action_high"])
+        except (TypeError, ValueError) as e:
+            raise f.fail("planner", f"is invalid ({e})") from None
+        work = int(planner["samples"]) * int(planner["horizon"]) * int(planner.get("iterations", 1))
+        if work > MAX_PLANNER_WORK:
+            raise f.fail("planner", f"asks for {work} candidate-steps per control step, at most {MAX_PLANNER_WORK}")
+        meta = cls(
+            **common,
+            files={},
+            method=method,
+            dynamics=spec,
+            stats=stats,
+            reward_spec=dict(f.dict("reward_spec")),
+            planner=dict(planner),
+            window=f.int("window", 1, MAX_WINDOW),
+            inner_lr=f.number("inner_lr", 0.0, 1e3),
         )
-    _check_sizes(meta, source)
+        return dataclasses.replace(meta, files=f.files("files", meta.graph_files))
 
 
-def _check_sizes(meta: dict[str, Any], source: str) -> None:
-    obs_dim, act_dim = meta["obs_dim"], meta["act_dim"]
-    if obs_dim < 1 or act_dim < 1 or meta["num_params"] < 1 or meta["horizon"] < 1:
-        raise _fail(source, "obs_dim, act_dim, num_params and horizon must be positive")
-    if not (math.isfinite(meta["control_period"]) and meta["control_period"] > 0):
-        raise _fail(source, f"control_period must be a positive number of seconds, got {meta['control_period']!r}")
-    norm = meta["normalizer"]
-    lengths = {
-        "observation_names": (meta["observation_names"], obs_dim),
-        "normalizer.mean": (norm.get("mean"), obs_dim),
-        "normalizer.std": (norm.get("std"), obs_dim),
-        "action_names": (meta["action_names"], act_dim),
-        "action_low": (meta["action_low"], act_dim),
-        "action_high": (meta["action_high"], act_dim),
-    }
-    for key, (values, size) in lengths.items():
-        if not isinstance(values, list) or len(values) != size:
-            got = len(values) if isinstance(values, list) else type(values).__name__
-            raise _fail(source, f"'{key}' must be a list of {size} entries, got {got}")
-    for key in ("observation_names", "action_names"):
-        if not all(isinstance(n, str) and n for n in meta[key]):
-            raise _fail(source, f"'{key}' must hold non-empty strings")
-    for key in ("normalizer.mean", "normalizer.std", "action_low", "action_high"):
-        values = lengths[key][0]
-        if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-            raise _fail(source, f"'{key}' must hold finite numbers")
-    if not all(v > 0 for v in norm["std"]):
-        raise _fail(source, "'normalizer.std' must be positive")
-    policy = meta["policy"]
-    if not isinstance(policy.get("kind"), str) or not isinstance(policy.get("spec"), dict):
-        raise _fail(source, "'policy' must hold 'kind' (str) and 'spec' (object)")
+PARSERS: dict[str, Callable[[Any, str], BundleMetadata]] = {
+    POLICY_KIND: PolicyMetadata.parse,
+    MODEL_KIND: ModelMetadata.parse,
+}
+"""Bundle kind -> its metadata parser."""
+
+
+def read_metadata_json(directory: str) -> dict[str, Any]:
+    """``metadata.json`` of the bundle in ``directory``, not yet validated; ``BundleError`` if unreadable."""
+    import json
+
+    if not os.path.isdir(directory):
+        raise BundleError(f"bundle directory {directory} not found; create it with `metactl export`")
+    path = os.path.join(directory, METADATA_FILE)
+    if not os.path.isfile(path):
+        raise _fail(directory, f"{METADATA_FILE} is missing")
+    if os.path.getsize(path) > 16 * 2**20:
+        raise _fail(directory, f"{METADATA_FILE} is larger than 16 MiB")
     try:
-        spec = PolicySpec.from_dict(policy["spec"])
-    except (PolicyError, TypeError) as e:
-        raise _fail(source, f"'policy.spec' is invalid ({e})") from None
-    sizes = (spec.kind, spec.obs_dim, spec.act_dim, spec.num_params)
-    if sizes != (policy["kind"], obs_dim, act_dim, meta["num_params"]):
-        raise _fail(source, f"'policy.spec' (kind, obs_dim, act_dim, num_params) = {sizes} disagrees with the metadata")
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise _fail(directory, f"{METADATA_FILE} is not valid JSON ({str(e)[:100]})") from None
+
+
+def parse_metadata(data: Any, source: str) -> BundleMetadata:
+    """The typed metadata of either kind (the kind is read from ``bundle_kind``)."""
+    kind = data.get("bundle_kind") if isinstance(data, Mapping) else None
+    if kind not in PARSERS:
+        _Fields(data, source).str("bundle_kind", tuple(PARSERS))
+    return PARSERS[kind](data, source)

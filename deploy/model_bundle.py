@@ -11,97 +11,104 @@ candidate's own state). ``ModelBundle.load`` checks files, hashes and graph sign
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-import os
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost, TransitionWindow
-from controllers.mpc import MPCController
-from controllers.planners import Dynamics, make_planner
-from deploy import metadata as md
-from deploy.bundle import _ORT_ERRORS, session_options
-from deploy.errors import BundleError
+from metactl.controllers.dynamics import ForwardCost, TransitionWindow
+from metactl.controllers.mpc import MPCController
+from metactl.controllers.planners import Dynamics, make_planner
+from metactl.deploy import metadata as md
+from metactl.deploy.episodes import EpisodeRunner, Seeds
+from metactl.deploy.errors import BundleError
+from metactl.deploy.graphs import check_signature, open_session, read_graph
 
-_FIX = "re-run `metactl export` on the trained model.npz"
 MODES = {"grbal": ("grbal", "mb"), "rebal": ("rebal", "mb"), "mb": ("mb", "mb_de")}
 """Run modes each trained method supports: its own, and the frozen ('mb') or dynamic-evaluation ablation."""
 
 
-def read_metadata(directory: str) -> dict[str, Any]:
-    """``metadata.json`` of the bundle in ``directory`` (not yet validated); ``BundleError`` if unreadable."""
-    if not os.path.isdir(directory):
-        raise BundleError(f"bundle directory {directory} not found; create it with `metactl export`")
-    path = os.path.join(directory, md.METADATA_FILE)
-    if not os.path.isfile(path):
-        raise BundleError(f"bundle {directory}: {md.METADATA_FILE} is missing; re-run `metactl export`")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError(f"bundle {directory}: {md.METADATA_FILE} is not valid JSON ({e})") from None
+def _signatures(meta: md.ModelMetadata) -> dict[str, tuple[dict[str, int | None], dict[str, int | None]]]:
+    """Graph file -> (inputs, outputs) with the last dimension each must have: what the runtime feeds and reads."""
+    spec = meta.dynamics
+    d, a, h = spec.obs_dim, spec.act_dim, spec.rnn_hidden
+    thetas = {f"theta_{i:03d}": shape[-1] for i, shape in enumerate(spec.param_shapes())}
+    state = {"h": h, "c": h} if spec.kind == "recurrent" else {}
+    state_next = {"h_next": h, "c_next": h} if state else {}
+    sigs = {md.DYNAMICS_FILE: ({"obs": d, "act": a, **state, **thetas}, {"next_obs": d, **state_next})}
+    if spec.kind == "mlp":
+        adapted = {f"{k}_adapted": v for k, v in thetas.items()}
+        sigs[md.ADAPT_FILE] = ({"w_obs": d, "w_act": a, "w_next": d, "lr": None, **thetas}, adapted)
+    else:
+        lstm = dict(list(thetas.items())[:3])
+        sigs[md.RECURRENT_FILE] = ({"h": h, "c": h, "obs": d, "act": a, **lstm}, {"h_next": h, "c_next": h})
+    return sigs
 
 
 class ModelBundle:
-    """A loaded model bundle: metadata, spec, normalization, and one onnxruntime session per graph."""
+    """A loaded model bundle: typed metadata, spec, normalization, and one onnxruntime session per graph."""
 
-    def __init__(self, directory: str, meta: dict[str, Any], sessions: dict[str, ort.InferenceSession]):
-        self.directory, self._metadata, self.sessions = directory, meta, sessions
-        self.method: str = meta["method"]
-        self.spec = DynamicsSpec.from_dict(meta["dynamics"])
-        self.stats = DynamicsStats.from_dict(meta["stats"])
+    def __init__(self, directory: str, meta: md.ModelMetadata, sessions: dict[str, ort.InferenceSession]):
+        self.directory, self.meta, self.sessions = directory, meta, sessions
+        self.method: str = meta.method
+        self.spec, self.stats = meta.dynamics, meta.stats
         self.obs_dim, self.act_dim = self.spec.obs_dim, self.spec.act_dim
-        self.action_low = np.asarray(meta["action_low"], dtype=np.float64)
-        self.action_high = np.asarray(meta["action_high"], dtype=np.float64)
+        self.action_low, self.action_high = meta.action_low, meta.action_high
 
     @classmethod
-    def load(cls, directory: str) -> ModelBundle:
-        meta = read_metadata(directory)
-        md.validate_model_metadata(meta, directory)
+    def load(cls, directory: str, meta: md.ModelMetadata | None = None) -> ModelBundle:
+        """Open the bundle in ``directory`` (``meta``: its already parsed metadata): every graph's hash and
+        signature checked once; ``BundleError`` naming what is wrong."""
+        if meta is None:
+            meta = md.ModelMetadata.parse(md.read_metadata_json(directory), directory)
         sessions = {}
-        for name, digest in meta["files"].items():
-            path = os.path.join(directory, name)
-            if not os.path.isfile(path):
-                raise BundleError(f"bundle {directory}: {name} is missing; {_FIX}")
-            with open(path, "rb") as f:
-                data = f.read()
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise BundleError(f"bundle {directory}: {name} does not match its sha256 in metadata.json; {_FIX}")
-            try:
-                sessions[name] = ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
-            except _ORT_ERRORS as e:
-                raise BundleError(
-                    f"bundle {directory}: onnxruntime cannot load {name} ({str(e)[:200]}); {_FIX}"
-                ) from None
-        bundle = cls(directory, meta, sessions)
-        bundle._check_graphs()
-        return bundle
-
-    def _check_graphs(self) -> None:
-        dyn = {a.name: a.shape for a in self.sessions[md.DYNAMICS_FILE].get_inputs()}
-        want = {"obs": self.obs_dim, "act": self.act_dim}
-        if self.spec.kind == "recurrent":  # ReBAL steps each candidate's own state
-            want |= {"h": self.spec.rnn_hidden, "c": self.spec.rnn_hidden}
-        for name, size in want.items():
-            if name not in dyn or dyn[name][-1] != size:
-                raise BundleError(f"bundle {self.directory}: dynamics.onnx input {name!r} should end in {size}; {_FIX}")
+        for name, (inputs, outputs) in _signatures(meta).items():
+            sessions[name] = open_session(directory, name, read_graph(directory, name, meta.files[name]))
+            check_signature(sessions[name], directory, name, inputs, outputs)
+        return cls(directory, meta, sessions)
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return copy.deepcopy(self._metadata)
+        return copy.deepcopy(self.meta.raw)
 
     def controller(self, seed: int, *, mode: str | None = None, adapt: bool = True) -> RobotMPC:
         """A one-robot adaptive MPC controller; ``mode`` defaults to the bundle's method (see ``MODES``)."""
+        mode = self.check_mode(mode)
+        model = OnnxOnlineModel(self, mode)
+        planner = make_planner(self.meta.planner, self.action_low, self.action_high)
+        cost = ForwardCost(self.meta.observation_names, self.meta.reward_spec)
+        return RobotMPC(MPCController(model, planner, cost, np.random.default_rng(seed), adapt))
+
+    def check_mode(self, mode: str | None) -> str:
         mode = mode or self.method
         if mode not in MODES[self.method]:
             raise BundleError(f"a {self.method} bundle runs as {MODES[self.method]}, not {mode!r}")
-        model = OnnxOnlineModel(self, mode)
-        planner = make_planner(self._metadata["planner"], self.action_low, self.action_high)
-        cost = ForwardCost(self._metadata["observation_names"], self._metadata["reward_spec"])
-        return RobotMPC(MPCController(model, planner, cost, np.random.default_rng(seed), adapt))
+        return mode
+
+    def plan(self, mode: str | None = None) -> OnlineMPCPlan:
+        """Adaptation inside every episode: 'pre' frozen, each 'post' adapting at every control step."""
+        return OnlineMPCPlan(self, self.check_mode(mode))
+
+
+class OnlineMPCPlan:
+    """Nagabandi et al.'s online adaptation on the robot: the model adapts inside every episode, so 'pre' is an
+    episode with the model frozen at its trained weights and each 'post' episode adapts at every control step, on
+    the same episode seed. The planner's noise is seeded per episode."""
+
+    queries_per_step = 0
+
+    def __init__(self, bundle: ModelBundle, mode: str):
+        self.bundle, self.mode = bundle, mode
+        meta = bundle.meta
+        self.description = {"name": mode, "method": meta.method, "planner": dict(meta.planner), "window": meta.window}
+        self.params = np.zeros(0)
+
+    def run(self, runner: EpisodeRunner, seeds: Seeds, adaptation_steps: int) -> None:
+        frozen = self.bundle.controller(seeds.operator[0], mode=self.mode, adapt=False)
+        runner.run("pre", frozen, seeds.evaluation, step=0)
+        for step in range(1, adaptation_steps + 1):
+            online = self.bundle.controller(seeds.operator[step - 1], mode=self.mode)
+            runner.run("post", online, seeds.evaluation, step=step)
 
 
 class OnnxOnlineModel:
@@ -115,7 +122,7 @@ class OnnxOnlineModel:
         n = len(self.spec.param_shapes())
         self._names = [f"theta_{i:03d}" for i in range(n)]
         self._adapted = [f"{k}_adapted" for k in self._names]
-        self.window = TransitionWindow(int(bundle.metadata["window"]), 1, self.spec.obs_dim, self.spec.act_dim)
+        self.window = TransitionWindow(bundle.meta.window, 1, self.spec.obs_dim, self.spec.act_dim)
         self.reset()
 
     def reset(self) -> None:

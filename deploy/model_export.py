@@ -18,8 +18,6 @@ Normalization is folded into every graph. Built with ``onnx.helper`` (no torch);
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any
 
@@ -27,11 +25,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
-from controllers.serialization import load_dynamics_model
-from deploy import metadata as md
-from deploy.errors import BundleError
-from deploy.export import IR_VERSION, _version
+from metactl.controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
+from metactl.controllers.serialization import load_dynamics_model
+from metactl.deploy import metadata as md
+from metactl.deploy.bundle_writer import write_bundle
+from metactl.deploy.errors import BundleError
+from metactl.deploy.export import IR_VERSION, _version
 
 MODEL_EXTRA_KEYS = (
     "method", "family", "observation_names", "action_names", "control_period", "horizon",
@@ -202,13 +201,8 @@ def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] |
         graphs[md.ADAPT_FILE] = build_adapt_graph(spec, params, stats, float(extra["inner_lr"]))
     else:
         graphs[md.RECURRENT_FILE] = build_recurrent_step_graph(spec, params, stats)
-    os.makedirs(out_dir, exist_ok=True)
-    files = {}
-    for name, model in graphs.items():
-        data = model.SerializeToString()
-        with open(os.path.join(out_dir, name), "wb") as f:
-            f.write(data)
-        files[name] = hashlib.sha256(data).hexdigest()
+    if not all(np.all(np.isfinite(p)) for p in params):
+        raise BundleError(f"model file {model_path} holds non-finite weights; it cannot be deployed")
     meta = {
         "format": md.FORMAT,
         "format_version": md.FORMAT_VERSION,
@@ -218,15 +212,10 @@ def export_model_bundle(model_path: str, out_dir: str, planner: dict[str, Any] |
         "stats": stats.to_dict(),
         "obs_dim": spec.obs_dim,
         "act_dim": spec.act_dim,
-        "files": files,
         "onnx_opset": md.OPSET,
         **{k: extra[k] for k in MODEL_EXTRA_KEYS},
     }
     if planner is not None:
-        meta["planner"] = dict(planner)  # fmt: skip
-    md.validate_model_metadata(meta, out_dir)
-    tmp = os.path.join(out_dir, md.METADATA_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, os.path.join(out_dir, md.METADATA_FILE))
+        meta["planner"] = dict(planner)
+    write_bundle(out_dir, graphs, meta)
     return out_dir

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from deploy.cobs import cobs_decode, cobs_encode
-from deploy.errors import ProtocolError
+from metactl.deploy.cobs import cobs_decode, cobs_encode
+from metactl.deploy.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 _ZERO = b"\x00"

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.mcap_writer import McapWriter
+from metactl.deploy.mcap_writer import McapWriter
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy.hardware_config import HardwareConfig
+from metactl.deploy.hardware_config import HardwareConfig
 
 EventSink = Callable[[str, dict[str, Any]], None]
 """Where safety events go: ``sink(topic, record)`` (the run's MCAP log)."""

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import serial
 
-from deploy import protocol as pr
-from deploy.errors import HardwareConfigError
-from deploy.hardware_config import HardwareConfig
-from deploy.robot import RobotState
-from deploy.transport import LinkLostError, SerialTransport
+from metactl.deploy import protocol as pr
+from metactl.deploy.errors import HardwareConfigError
+from metactl.deploy.hardware_config import HardwareConfig
+from metactl.deploy.link import RobotState
+from metactl.deploy.transport import LinkLostError, SerialTransport
 
 _HANDSHAKE_ATTEMPTS = 3
 

@@ -19,12 +19,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from deploy.hardware_config import HardwareConfig
-from deploy.pacing import LoopTimer
-from deploy.robot import RobotLink, open_fallback, open_link
-from deploy.safety import SafetyLayer, SafetyStopError
-from deploy.serial_robot import NoHardwareError, RobotFaultError
-from deploy.transport import LinkLostError
+from metactl.deploy.hardware_config import HardwareConfig
+from metactl.deploy.link import RobotLink
+from metactl.deploy.links import open_link
+from metactl.deploy.pacing import LoopTimer
+from metactl.deploy.safety import SafetyLayer, SafetyStopError
+from metactl.deploy.serial_robot import NoHardwareError, RobotFaultError
+from metactl.deploy.sim_robot import open_fallback
+from metactl.deploy.transport import LinkLostError
 
 log = logging.getLogger(__name__)
 Logger = Callable[[str, dict[str, Any]], None]

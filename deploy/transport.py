@@ -19,7 +19,7 @@ import time
 
 import serial
 
-from deploy import protocol as pr
+from metactl.deploy import protocol as pr
 
 log = logging.getLogger(__name__)
 

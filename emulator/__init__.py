@@ -6,7 +6,7 @@ device before touching hardware; the tests and ``metactl sim2real`` run it the s
 pseudo-terminal or a TCP socket.
 """
 
-from emulator.firmware import Firmware, FirmwareStats
-from emulator.server import serve
+from metactl.emulator.firmware import Firmware, FirmwareStats
+from metactl.emulator.server import serve
 
 __all__ = ["Firmware", "FirmwareStats", "serve"]

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from deploy import protocol as pr
-from deploy.hardware_config import HardwareConfig
-from deploy.robot import SimRobot, check_signals
-from emulator.physics import apply_model_perturbation
+from metactl.deploy import protocol as pr
+from metactl.deploy.hardware_config import HardwareConfig
+from metactl.deploy.link import check_signals
+from metactl.deploy.sim_robot import SimRobot
+from metactl.emulator.physics import apply_model_perturbation
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from deploy.config_sections import EmulatorSection
+from metactl.deploy.config_sections import EmulatorSection
 
 Scenario = Callable[[EmulatorSection, int], EmulatorSection]
 """(nominal emulator section, number of actuators) -> the perturbed section."""

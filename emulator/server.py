@@ -20,9 +20,9 @@ import tty
 from collections.abc import Callable
 from typing import Any
 
-from deploy import protocol as pr
-from deploy.hardware_config import HardwareConfig
-from emulator.firmware import Firmware
+from metactl.deploy import protocol as pr
+from metactl.deploy.hardware_config import HardwareConfig
+from metactl.emulator.firmware import Firmware
 
 log = logging.getLogger(__name__)
 _IDLE_POLL_S = 0.05

@@ -31,15 +31,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Error classes that carry a user-facing one-line message (imported without heavy deps)."""
-    from controllers import AdaptationError, PolicyError
+    from metactl.controllers import AdaptationError, PolicyError
 
     types: list[type[BaseException]] = [UserError, AdaptationError, PolicyError]
     for module, names in (
-        ("deploy.errors", ("BundleError", "HardwareConfigError")),
-        ("deploy.serial_robot", ("NoHardwareError",)),
-        ("sim.tasks", ("TaskError",)),
-        ("train.config", ("ConfigError",)),
-        ("train.workers", ("WorkerError",)),
+        ("metactl.deploy.errors", ("BundleError", "HardwareConfigError")),
+        ("metactl.deploy.serial_robot", ("NoHardwareError",)),
+        ("metactl.sim.tasks", ("TaskError",)),
+        ("metactl.train.config", ("ConfigError",)),
+        ("metactl.train.workers", ("WorkerError",)),
     ):
         mod = sys.modules.get(module)
         if mod is not None:
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     wrong = _given(args, (*MB_ONLY, "threads"))
     if wrong:
         raise UserError(f"metactl train: {', '.join(wrong)} apply to 'metactl train grbal|rebal|mb' only")
-    import train
+    from metactl import train
 
     adaptation = None
     if args.adaptation:
@@ -155,8 +155,8 @@ def _train_model_based(args: argparse.Namespace) -> dict[str, Any]:
     wrong = _given(args, ES_ONLY)
     if wrong:
         raise UserError(f"metactl train {args.method}: {', '.join(wrong)} apply to ES training only")
-    from train.mb_config import MBConfig
-    from train.mb_train import train_model_based
+    from metactl.train.mb_config import MBConfig
+    from metactl.train.mb_train import train_model_based
 
     fields = {"family": args.family, "seed": args.seed, "method": args.method, "first_order": args.first_order}
     for name in ("iterations", "learning_rate", "eval_every", "checkpoint_every", *MB_ONLY):
@@ -185,7 +185,7 @@ def _train_model_based(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
-    from deploy.export import export_bundle
+    from metactl.deploy.export import export_bundle
 
     model_path = os.path.join(args.run, "model.npz") if os.path.isdir(args.run) else args.run
     if os.path.basename(model_path) == "model.npz" and os.path.isfile(model_path):
@@ -217,7 +217,7 @@ def cmd_export(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _export_model(model_path: str, out: str) -> dict[str, Any]:
-    from deploy.model_export import export_model_bundle
+    from metactl.deploy.model_export import export_model_bundle
 
     bundle = export_model_bundle(model_path, out)
     with open(os.path.join(bundle, "metadata.json")) as f:
@@ -242,7 +242,7 @@ def _export_model(model_path: str, out: str) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from train.mb_eval import evaluate_runs
+    from metactl.train.mb_eval import evaluate_runs
 
     _torch_threads(args.threads)
     try:
@@ -276,7 +276,7 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    import deploy
+    from metactl import deploy
 
     config = deploy.load_hardware_config(args.config)
     report = deploy.run_online(
@@ -319,9 +319,9 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_emulate(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
-    from deploy import load_hardware_config
-    from emulator import serve
-    from emulator.scenarios import scenario
+    from metactl.deploy import load_hardware_config
+    from metactl.emulator import serve
+    from metactl.emulator.scenarios import scenario
 
     config = load_hardware_config(args.config)
     if config.emulator is None:
@@ -380,7 +380,7 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
-    import sim
+    from metactl import sim
 
     rows, info = [], {}
     for name in sim.FAMILIES:
@@ -395,25 +395,25 @@ def cmd_families(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.what == "loop":
-        from metactl.bench_loop import bench_loop
+        from metactl.bench.loop import bench_loop
 
         return bench_loop(args.out or "runs/bench_loop", seconds=args.seconds)
     if args.what == "fuzz":
-        from metactl.bench_fuzz import bench_fuzz
+        from metactl.bench.fuzz import bench_fuzz
 
         return bench_fuzz(args.out or "runs/bench_fuzz", frames=args.frames)
     if args.what == "es":
-        from metactl.bench_es import bench_es
+        from metactl.bench.es import bench_es
 
         return bench_es(args.out or "runs/bench_es", seeds=args.seeds, workers=args.workers)
     if args.what == "mpc":
-        from metactl.bench_mpc import bench_mpc
+        from metactl.bench.mpc import bench_mpc
 
         return bench_mpc(
             args.out or "runs/bench_mpc", run=args.run, steps=args.steps or 200, refit_steps=args.refit_steps,
             eval_steps=args.eval_steps, episodes=args.episodes,
         )  # fmt: skip
-    from metactl.bench import bench_rollout
+    from metactl.bench.rollout import bench_rollout
 
     return bench_rollout(args.out or "runs/bench_rollout", steps=args.steps or 20_000, ray=not args.no_ray)
 

@@ -39,9 +39,8 @@ def run_demo(
     backend: str = "local",
     address: str | None = None,
 ) -> dict[str, Any]:
-    import deploy
-    import train
-    from deploy.export import export_bundle
+    from metactl import deploy, train
+    from metactl.deploy.export import export_bundle
 
     t0 = time.perf_counter()
     _test_tasks(family)  # an unknown family fails here, naming the known ones
@@ -84,7 +83,7 @@ def run_demo(
 
 
 def _test_tasks(family: str) -> list[Any]:
-    import sim
+    from metactl import sim
 
     return sim.make_family(family).test_tasks()
 

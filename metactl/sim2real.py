@@ -9,62 +9,13 @@ with one entry per scenario under ``scenarios``.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-import time
-from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
-from deploy import load_hardware_config, run_online
+from metactl.deploy import load_hardware_config, run_online
+from metactl.emulator.launcher import emulator_process
 from metactl.report import format_table, write_summary
-
-_START_TIMEOUT_S = 60.0
-
-
-class EmulatorHandle(NamedTuple):
-    """A running emulator process: the device path to open and its process id."""
-
-    port: str
-    pid: int
-
-
-@contextlib.contextmanager
-def emulator_process(
-    config_path: str, work_dir: str, scenario: str | None = None, busy_poll: bool = False
-) -> Iterator[EmulatorHandle]:
-    """Start ``metactl emulate`` in a subprocess (its output in ``work_dir/emulator.log``); yield its handle;
-    SIGTERM it on exit."""
-    os.makedirs(work_dir, exist_ok=True)
-    port_file = os.path.join(work_dir, "emulator.port")
-    if os.path.exists(port_file):
-        os.remove(port_file)
-    cmd = [sys.executable, "-m", "metactl.cli", "emulate", "--config", config_path, "--port-file", port_file]
-    if scenario is not None:
-        cmd += ["--scenario", scenario]
-    if busy_poll:
-        cmd.append("--busy-poll")
-    log_path = os.path.join(work_dir, "emulator.log")
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not os.path.exists(port_file):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(log_path) as f:
-                    raise RuntimeError(f"the emulator did not start (exit {proc.poll()}): {f.read()[-500:]}")
-            time.sleep(0.02)
-        with open(port_file) as f:
-            yield EmulatorHandle(f.read().strip(), proc.pid)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def run_sim2real(
@@ -78,7 +29,7 @@ def run_sim2real(
     time_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Run every scenario (default: all that fit the robot); the summary dict (also written to disk)."""
-    from emulator.scenarios import MUJOCO_ONLY, SCENARIOS
+    from metactl.emulator.scenarios import MUJOCO_ONLY, SCENARIOS
 
     config = load_hardware_config(config_path)
     if config.emulator is None:

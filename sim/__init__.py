@@ -7,9 +7,9 @@ Depends on no other metactl package. Importing it registers the Gymnasium envs
 ``metactl/HalfCheetahSlope-v0``, ``metactl/HalfCheetahPier-v0`` and ``metactl/AntCrippledLeg-v0``.
 """
 
-from sim.registry import FAMILIES, make_family, register_envs
-from sim.rollout import BatchPolicy, RolloutResult, rollout
-from sim.tasks import (
+from metactl.sim.registry import FAMILIES, make_family, register_envs
+from metactl.sim.rollout import BatchPolicy, RolloutResult, rollout
+from metactl.sim.tasks import (
     BatchSim,
     CrippledLegTask,
     DirectionTask,

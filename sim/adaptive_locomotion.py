@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from sim.locomotion import LocomotionFamily, _asset_xml, base_model
-from sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, Task, TaskError, TerrainTask
+from metactl.sim.locomotion import LocomotionFamily, _asset_xml, base_model
+from metactl.sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, Task, TaskError, TerrainTask
 
 CHEETAH_REWARD: dict[str, Any] = {
     "velocity_signal": "vel:rootx",

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import gymnasium
 import numpy as np
 
-from sim.tasks import Task
+from metactl.sim.tasks import Task
 
 
 class TaskFamilyEnv(gymnasium.Env):
@@ -20,7 +20,7 @@ class TaskFamilyEnv(gymnasium.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, family: str, task: Task | None = None):
-        from sim.registry import make_family
+        from metactl.sim.registry import make_family
 
         self.family = make_family(family)
         self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (self.family.obs_dim,), np.float64)

@@ -33,7 +33,7 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from sim.tasks import BatchSim, DirectionTask, Task, TaskFamily, VelocityTask
+from metactl.sim.tasks import BatchSim, DirectionTask, Task, TaskFamily, VelocityTask
 
 ASSETS = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets")
 FRAME_SKIP = 5

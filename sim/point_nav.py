@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sim.tasks import BatchSim, GoalTask, Task, TaskFamily
+from metactl.sim.tasks import BatchSim, GoalTask, Task, TaskFamily
 
 CORNERS = ((2.0, 2.0), (-2.0, 2.0), (-2.0, -2.0), (2.0, -2.0))
 POSITION_LIMIT = 5.0

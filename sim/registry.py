@@ -6,10 +6,15 @@ import functools
 
 import gymnasium
 
-from sim.adaptive_locomotion import AntCrippledLeg, HalfCheetahDisabledJoint, HalfCheetahPier, HalfCheetahSlope
-from sim.locomotion import AntForwardBackward, HalfCheetahForwardBackward, HalfCheetahGoalVelocity, HalfCheetahRun
-from sim.point_nav import FourCorners, MultiGoalCircle
-from sim.tasks import TaskError, TaskFamily
+from metactl.sim.adaptive_locomotion import AntCrippledLeg, HalfCheetahDisabledJoint, HalfCheetahPier, HalfCheetahSlope
+from metactl.sim.locomotion import (
+    AntForwardBackward,
+    HalfCheetahForwardBackward,
+    HalfCheetahGoalVelocity,
+    HalfCheetahRun,
+)
+from metactl.sim.point_nav import FourCorners, MultiGoalCircle
+from metactl.sim.tasks import TaskError, TaskFamily
 
 FAMILIES: dict[str, type[TaskFamily]] = {
     cls.name: cls
@@ -43,4 +48,4 @@ def register_envs() -> None:
     """Register every family as a Gymnasium env (idempotent)."""
     for name, cls in FAMILIES.items():
         if cls.env_id not in gymnasium.registry:
-            gymnasium.register(cls.env_id, entry_point="sim.gym_env:TaskFamilyEnv", kwargs={"family": name})
+            gymnasium.register(cls.env_id, entry_point="metactl.sim.gym_env:TaskFamilyEnv", kwargs={"family": name})

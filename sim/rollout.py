@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sim.tasks import BatchSim
+from metactl.sim.tasks import BatchSim
 
 BatchPolicy = Callable[[np.ndarray], np.ndarray]
 """Maps observations [N, obs_dim] to actions [N, act_dim]."""

@@ -54,7 +54,7 @@ def tiny_run() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def tiny_run_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Output directory of one finished tiny four_corners run (seed 0). Tests must not modify it."""
-    import train
+    from metactl import train
 
     out = str(tmp_path_factory.mktemp("tiny_run"))
     train.train(train.config_for("four_corners", **TINY_RUN), out, progress=False)

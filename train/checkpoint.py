@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from controllers import RunningNormalizer
+from metactl.controllers import RunningNormalizer
 
 
 @dataclasses.dataclass

@@ -7,8 +7,8 @@ import dataclasses
 import json
 from typing import Any
 
-from controllers import AdaptationError, AdaptationOperator, PolicyError, make_operator
-from sim.registry import BENCHMARK_FAMILIES, FAMILIES
+from metactl.controllers import AdaptationError, AdaptationOperator, PolicyError, make_operator
+from metactl.sim.registry import BENCHMARK_FAMILIES, FAMILIES
 
 
 class ConfigError(ValueError):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.func import grad, vmap
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats
+from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats
 
 Params = list[torch.Tensor]
 DTYPE = torch.float32

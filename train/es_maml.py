@@ -26,13 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from controllers import AdaptationOperator, NormalizerSnapshot, Policy, PolicySpec, RunningNormalizer, save_policy
-from sim import TaskFamily, make_family
-from train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
-from train.config import ConfigError, TrainConfig
-from train.lockstep import Evaluator
-from train.run_log import RunLog, plot_learning_curve
-from train.workers import Backend, InProcess, make_backend
+from metactl.controllers import (
+    AdaptationOperator,
+    NormalizerSnapshot,
+    Policy,
+    PolicySpec,
+    RunningNormalizer,
+    save_policy,
+)
+from metactl.sim import TaskFamily, make_family
+from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
+from metactl.train.config import ConfigError, TrainConfig
+from metactl.train.lockstep import Evaluator
+from metactl.train.run_log import RunLog, plot_learning_curve
+from metactl.train.workers import Backend, InProcess, make_backend
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from controllers import AdaptationOperator, NormalizerSnapshot, PolicySpec
-from sim import Task, TaskFamily
-from train.workers import Backend, InProcess, RolloutJob, chunk_bounds
+from metactl.controllers import AdaptationOperator, NormalizerSnapshot, PolicySpec
+from metactl.sim import Task, TaskFamily
+from metactl.train.workers import Backend, InProcess, RolloutJob, chunk_bounds
 
 EVAL_ROUND = 10_000
 """Round index used to derive the seed of the evaluation episode after adaptation."""

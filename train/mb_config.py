@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
-from train.config import ConfigError
+from metactl.train.config import ConfigError
 
 METHODS = ("grbal", "rebal", "mb")
 PLANNERS = ("mppi", "cem", "random_shooting")
@@ -80,7 +80,7 @@ class MBConfig:
         self.validate()
 
     def validate(self) -> None:
-        from sim.registry import FAMILIES
+        from metactl.sim.registry import FAMILIES
 
         if self.method not in METHODS:
             raise ConfigError(f"method: must be one of {METHODS}, got {self.method!r}")

@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
-from controllers.mpc import MPCController
-from sim import TaskFamily
-from sim.tasks import Task
-from train.mb_rollout import build_planner, run_episodes
-from train.torch_online import TorchOnlineModel
+from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
+from metactl.controllers.mpc import MPCController
+from metactl.sim import TaskFamily
+from metactl.sim.tasks import Task
+from metactl.train.mb_rollout import build_planner, run_episodes
+from metactl.train.torch_online import TorchOnlineModel
 
 EVAL_SEED_KEY = 8_888_888
 
@@ -69,8 +69,8 @@ def evaluate_runs(
     ``steps`` overrides the episode length (0: the family's horizon); ``de_lr`` MB+DE's step size (default:
     the run's inner_lr). Each run is evaluated on its own seed's episode seeds.
     """
-    from controllers.serialization import load_dynamics_model
-    from sim import make_family
+    from metactl.controllers.serialization import load_dynamics_model
+    from metactl.sim import make_family
 
     per_seed: dict[str, dict[str, list[float]]] = {}
     families = set()

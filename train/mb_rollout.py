@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from controllers.mpc import MPCController
-from controllers.planners import _Planner, make_planner
-from sim.tasks import Task, TaskFamily
+from metactl.controllers.mpc import MPCController
+from metactl.controllers.planners import _Planner, make_planner
+from metactl.sim.tasks import Task, TaskFamily
 
 
 @dataclasses.dataclass

@@ -28,17 +28,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
-from controllers.mpc import MPCController
-from controllers.serialization import save_dynamics_model
-from sim import TaskFamily, make_family
-from train import dynamics_model as dm
-from train.config import ConfigError
-from train.mb_config import MBConfig
-from train.mb_eval import heldout_returns
-from train.mb_rollout import Episodes, build_planner, planner_config, run_episodes
-from train.run_curves import MBCurves
-from train.torch_online import TorchOnlineModel
+from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
+from metactl.controllers.mpc import MPCController
+from metactl.controllers.serialization import save_dynamics_model
+from metactl.sim import TaskFamily, make_family
+from metactl.train import dynamics_model as dm
+from metactl.train.config import ConfigError
+from metactl.train.mb_config import MBConfig
+from metactl.train.mb_eval import heldout_returns
+from metactl.train.mb_rollout import Episodes, build_planner, planner_config, run_episodes
+from metactl.train.run_curves import MBCurves
+from metactl.train.torch_online import TorchOnlineModel
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.npz"

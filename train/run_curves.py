@@ -7,7 +7,7 @@ import math
 import os
 from typing import Any
 
-from train.run_log import read_metrics
+from metactl.train.run_log import read_metrics
 
 COLUMNS = ("iteration", "env_steps", "wall_s", "random_actions", "rollout_return", "model_loss", "heldout_return")
 

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.func import vmap
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats, TransitionWindow
-from controllers.planners import Dynamics
-from train import dynamics_model as dm
+from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, TransitionWindow
+from metactl.controllers.planners import Dynamics
+from metactl.train import dynamics_model as dm
 
 MODES = ("grbal", "mb", "mb_de", "rebal")
 

@@ -22,8 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
-from controllers import NormalizerSnapshot, PolicySpec
-from sim import RolloutResult, Task, TaskFamily, make_family, rollout
+from metactl.controllers import NormalizerSnapshot, PolicySpec
+from metactl.sim import RolloutResult, Task, TaskFamily, make_family, rollout
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from controllers import AdaptationError, AdaptationOperator, AdaptState, ESGradient, HillClimb, make_operator
+from metactl.controllers import AdaptationError, AdaptationOperator, AdaptState, ESGradient, HillClimb, make_operator
 
 DIM = 6
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controllers.dynamics import (
+from metactl.controllers.dynamics import (
     UNHEALTHY_COST,
     DynamicsError,
     DynamicsSpec,
@@ -13,8 +13,8 @@ from controllers.dynamics import (
     ForwardCost,
     TransitionWindow,
 )
-from controllers.mpc import MPCController
-from controllers.planners import MPPI
+from metactl.controllers.mpc import MPCController
+from metactl.controllers.planners import MPPI
 
 NAMES = ("pos:z", "vel:x", "vel:z")
 

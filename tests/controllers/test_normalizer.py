@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from controllers import NormalizerSnapshot, RunningNormalizer
-from controllers.normalizer import CLIP
+from metactl.controllers import NormalizerSnapshot, RunningNormalizer
+from metactl.controllers.normalizer import CLIP
 
 
 def data() -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controllers.planners import CEM, MPPI, RandomShooting, sequence_costs
+from metactl.controllers.planners import CEM, MPPI, RandomShooting, sequence_costs
 
 LOW, HIGH = -np.ones(2), np.ones(2)
 

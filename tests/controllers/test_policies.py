@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controllers import NormalizerSnapshot, Policy, PolicyError, PolicySpec
+from metactl.controllers import NormalizerSnapshot, Policy, PolicyError, PolicySpec
 
 LOW, HIGH = (0.0, -2.0, -1.0), (1.0, 4.0, 1.0)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers import NormalizerSnapshot, Policy, PolicySpec, load_policy, save_policy
+from metactl.controllers import NormalizerSnapshot, Policy, PolicySpec, load_policy, save_policy
 
 
 def test_save_then_load_is_exact(tmp_path: Path) -> None:

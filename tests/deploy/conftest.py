@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-import train
-from deploy.export import export_bundle
+from metactl import train
+from metactl.deploy.export import export_bundle
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "hardware_configs")
@@ -105,8 +105,8 @@ TINY_MB: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def mb_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Tiny trained GrBAL, ReBAL and MB dynamics models (real training, ~2 s each): method -> model.npz."""
-    from train.mb_config import MBConfig
-    from train.mb_train import train_model_based
+    from metactl.train.mb_config import MBConfig
+    from metactl.train.mb_train import train_model_based
 
     out = {}
     for method in ("grbal", "rebal", "mb"):
@@ -117,6 +117,6 @@ def mb_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def mb_bundles(mb_models: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from deploy.model_export import export_model_bundle
+    from metactl.deploy.model_export import export_model_bundle
 
     return {m: export_model_bundle(p, str(tmp_path_factory.mktemp(f"{m}_bundle"))) for m, p in mb_models.items()}

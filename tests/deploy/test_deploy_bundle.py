@@ -1,4 +1,4 @@
-"""Bundle.load refuses broken bundles with a one-line message that says what is wrong and how to fix it."""
+"""PolicyBundle.load refuses broken bundles with a one-line message that says what is wrong and how to fix it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from deploy import Bundle, BundleError
+from metactl.deploy import BundleError, PolicyBundle
 
 
 def _copy(bundle: str, tmp_path) -> str:
@@ -30,14 +30,14 @@ def _edit_metadata(bundle: str, **changes) -> None:
 
 def _load_error(bundle: str) -> str:
     with pytest.raises(BundleError) as e:
-        Bundle.load(bundle)
+        PolicyBundle.load(bundle)
     message = str(e.value)
     assert "\n" not in message, message
     return message
 
 
 def test_loads_a_good_bundle(fc_bundle: str) -> None:
-    bundle = Bundle.load(fc_bundle)
+    bundle = PolicyBundle.load(fc_bundle)
     assert (bundle.obs_dim, bundle.act_dim) == (2, 2)
     assert bundle.metadata["observation_names"] == ["x", "y"]
     bundle.metadata["observation_names"].append("z")  # a copy: the bundle is unaffected
@@ -78,19 +78,19 @@ def test_missing_key(fc_bundle: str, tmp_path) -> None:
 def test_wrong_type(fc_bundle: str, tmp_path) -> None:
     bundle = _copy(fc_bundle, tmp_path)
     _edit_metadata(bundle, control_period="fast")
-    assert "'control_period' must be int or float" in _load_error(bundle)
+    assert "'control_period' must be a finite number > 0.0" in _load_error(bundle)
 
 
 def test_inconsistent_sizes(fc_bundle: str, tmp_path) -> None:
     bundle = _copy(fc_bundle, tmp_path)
     _edit_metadata(bundle, observation_names=["x", "y", "z"])
-    assert "'observation_names' must be a list of 2 entries, got 3" in _load_error(bundle)
+    assert "'policy.spec' sizes (2, 2, 6 parameters) disagree with observation_names" in _load_error(bundle)
 
 
 def test_unsupported_format_version(fc_bundle: str, tmp_path) -> None:
     bundle = _copy(fc_bundle, tmp_path)
-    _edit_metadata(bundle, format_version=2)
-    assert "format_version 2 is not supported" in _load_error(bundle)
+    _edit_metadata(bundle, format_version=1)
+    assert "format_version 1 is not supported" in _load_error(bundle)
 
 
 def test_hash_mismatch(fc_bundle: str, tmp_path) -> None:
@@ -105,5 +105,5 @@ def test_onnx_from_another_export(fc_bundle: str, hc_bundle: str, tmp_path) -> N
     """A graph swapped in with a matching hash but other sizes is caught by the graph check."""
     bundle = _copy(fc_bundle, tmp_path)
     shutil.copy(os.path.join(hc_bundle, "policy.onnx"), os.path.join(bundle, "policy.onnx"))
-    _edit_metadata(bundle, onnx_sha256=json.load(open(os.path.join(hc_bundle, "metadata.json")))["onnx_sha256"])
-    assert "graph tensor 'obs' should end in size 2" in _load_error(bundle)
+    _edit_metadata(bundle, files=json.load(open(os.path.join(hc_bundle, "metadata.json")))["files"])
+    assert "policy.onnx input 'obs' should end in size 2" in _load_error(bundle)

@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
-import sim
-from controllers import load_policy
-from controllers.normalizer import CLIP
-from deploy import Bundle, BundleError
-from deploy.export import export_bundle
+from metactl import sim
+from metactl.controllers import load_policy
+from metactl.controllers.normalizer import CLIP
+from metactl.deploy import BundleError, PolicyBundle
+from metactl.deploy.export import export_bundle
 
 TOL = 1e-5
 """float32 graph vs float64 numpy: errors are ~1e-7 per unit of pre-activation; actions lie in [-1, 1]."""
@@ -41,7 +41,7 @@ def test_model_passes_full_onnx_check(exported) -> None:
 def test_metadata_describes_the_policy(exported) -> None:
     policy, extra, out = exported
     meta = json.load(open(os.path.join(out, "metadata.json")))
-    assert meta["format"] == "metactl-bundle" and meta["format_version"] == 1
+    assert meta["format"] == "metactl-bundle" and meta["format_version"] == 2
     family = sim.make_family("halfcheetah_fb")
     assert meta["observation_names"] == extra["observation_names"] == list(family.observation_names)
     assert meta["action_names"] == extra["action_names"]
@@ -51,13 +51,13 @@ def test_metadata_describes_the_policy(exported) -> None:
     np.testing.assert_array_equal(meta["normalizer"]["mean"], policy.normalizer.mean)
     np.testing.assert_array_equal(meta["normalizer"]["std"], policy.normalizer.std)
     assert meta["adaptation"] == extra["adaptation"] and meta["train_config"] == extra["train_config"]
-    digest = hashlib.sha256(open(os.path.join(out, meta["onnx_file"]), "rb").read()).hexdigest()
-    assert meta["onnx_sha256"] == digest
+    digest = hashlib.sha256(open(os.path.join(out, "policy.onnx"), "rb").read()).hexdigest()
+    assert meta["files"] == {"policy.onnx": digest}
 
 
 def test_trained_params_come_from_the_initializer(exported) -> None:
     policy, _, out = exported
-    bundle = Bundle.load(out)
+    bundle = PolicyBundle.load(out)
     assert bundle.params.dtype == np.float64
     np.testing.assert_array_equal(bundle.params, policy.params.astype(np.float32))
 
@@ -65,7 +65,7 @@ def test_trained_params_come_from_the_initializer(exported) -> None:
 @pytest.mark.parametrize("feed", ["default", "perturbed"])
 def test_random_observations_match_numpy(exported, feed: str) -> None:
     policy, _, out = exported
-    bundle = Bundle.load(out)
+    bundle = PolicyBundle.load(out)
     rng = np.random.default_rng(0)
     mean, std = policy.normalizer.mean, policy.normalizer.std
     typical = mean + std * rng.standard_normal((64, 17))
@@ -80,7 +80,7 @@ def test_random_observations_match_numpy(exported, feed: str) -> None:
 @pytest.mark.parametrize("feed", ["default", "perturbed"])
 def test_rollout_observations_match_numpy(exported, feed: str) -> None:
     policy, _, out = exported
-    bundle = Bundle.load(out)
+    bundle = PolicyBundle.load(out)
     family = sim.make_family("halfcheetah_fb")
     batch = family.make_batch(family.test_tasks())
     result = sim.rollout(batch, policy.act_batch, seeds=[1, 2, 3, 4], horizon=20, record=True)
@@ -92,7 +92,7 @@ def test_rollout_observations_match_numpy(exported, feed: str) -> None:
 
 def test_single_observation_and_shape_checks(exported) -> None:
     policy, _, out = exported
-    bundle = Bundle.load(out)
+    bundle = PolicyBundle.load(out)
     obs = np.linspace(-1, 1, 17)
     action = bundle.act(obs)
     assert action.shape == (6,) and action.dtype == np.float64
@@ -105,7 +105,7 @@ def test_single_observation_and_shape_checks(exported) -> None:
 
 def test_four_corners_linear_parity(fc_policy_path: str, fc_bundle: str) -> None:
     policy, _ = load_policy(fc_policy_path)
-    bundle = Bundle.load(fc_bundle)
+    bundle = PolicyBundle.load(fc_bundle)
     obs = np.random.default_rng(2).uniform(-5, 5, size=(100, 2))
     np.testing.assert_allclose(bundle.act(obs), policy.act_batch(obs), atol=TOL, rtol=0)
 

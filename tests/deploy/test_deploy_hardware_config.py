@@ -7,10 +7,11 @@ import os
 
 import pytest
 
-import sim
-from deploy import HardwareConfigError, load_hardware_config
-from deploy.hardware_config import LINKS
-from deploy.robot import LINK_FACTORIES, SimRobot, open_link
+from metactl import sim
+from metactl.deploy import HardwareConfigError, load_hardware_config
+from metactl.deploy.hardware_config import LINKS
+from metactl.deploy.links import LINK_FACTORIES, open_link
+from metactl.deploy.sim_robot import SimRobot
 
 GOOD = """
 [robot]

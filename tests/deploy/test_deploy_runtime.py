@@ -12,12 +12,20 @@ import sys
 import numpy as np
 import pytest
 
-import sim
-from controllers import load_policy, make_operator
-from deploy import Bundle, BundleError, RobotLink, SimRobot, check_compatibility, load_hardware_config, run_online
+from metactl import sim
+from metactl.controllers import load_policy, make_operator
+from metactl.deploy import (
+    BundleError,
+    PolicyBundle,
+    RobotLink,
+    SimRobot,
+    check_compatibility,
+    load_hardware_config,
+    run_online,
+)
 
 
-def _compat_error(meta: dict, config) -> str:
+def _compat_error(meta, config) -> str:
     with pytest.raises(BundleError) as e:
         check_compatibility(meta, config)
     assert "\n" not in str(e.value)
@@ -25,12 +33,12 @@ def _compat_error(meta: dict, config) -> str:
 
 
 def test_compatible_pair_passes(fc_bundle: str, shipped_config) -> None:
-    check_compatibility(Bundle.load(fc_bundle).metadata, load_hardware_config(shipped_config("four_corners")))
+    check_compatibility(PolicyBundle.load(fc_bundle).meta, load_hardware_config(shipped_config("four_corners")))
 
 
 def test_wrong_sizes(fc_bundle: str, shipped_config) -> None:
     config = load_hardware_config(shipped_config("halfcheetah_fb"))
-    message = _compat_error(Bundle.load(fc_bundle).metadata, config)
+    message = _compat_error(PolicyBundle.load(fc_bundle).meta, config)
     assert message.startswith("the bundle has 2 observations but") and "lists 17" in message
     assert "export a bundle trained for this robot" in message
 
@@ -40,21 +48,21 @@ def test_swapped_order(hc_bundle: str, shipped_config) -> None:
     obs = list(config.signals.observations)
     obs[2], obs[3] = obs[3], obs[2]
     swapped = dataclasses.replace(config, signals=dataclasses.replace(config.signals, observations=tuple(obs)))
-    message = _compat_error(Bundle.load(hc_bundle).metadata, swapped)
+    message = _compat_error(PolicyBundle.load(hc_bundle).meta, swapped)
     assert f"observation 2 is 'pos:bthigh' in the bundle but 'pos:bshin' in {config.path}" in message
     assert "same names, different order" in message
     acts = list(config.signals.actions)[::-1]
     reversed_acts = dataclasses.replace(config, signals=dataclasses.replace(config.signals, actions=tuple(acts)))
-    message = _compat_error(Bundle.load(hc_bundle).metadata, reversed_acts)
+    message = _compat_error(PolicyBundle.load(hc_bundle).meta, reversed_acts)
     assert "action 0 is 'bthigh' in the bundle but 'ffoot'" in message
 
 
 def test_wrong_period(fc_bundle: str, shipped_config) -> None:
     config = load_hardware_config(shipped_config("four_corners"))
     slow = dataclasses.replace(config, control=dataclasses.replace(config.control, period_s=0.1 * (1 + 1e-6)))
-    assert "control period 0.1 s" in _compat_error(Bundle.load(fc_bundle).metadata, slow)
+    assert "control period 0.1 s" in _compat_error(PolicyBundle.load(fc_bundle).meta, slow)
     close = dataclasses.replace(config, control=dataclasses.replace(config.control, period_s=0.1 * (1 + 1e-12)))
-    check_compatibility(Bundle.load(fc_bundle).metadata, close)  # within rel tol 1e-9
+    check_compatibility(PolicyBundle.load(fc_bundle).meta, close)  # within rel tol 1e-9
 
 
 def test_sim_robot_is_a_robot_link() -> None:
@@ -64,7 +72,7 @@ def test_sim_robot_is_a_robot_link() -> None:
 def test_run_online_report_and_files(fc_bundle: str, shipped_config, tmp_path) -> None:
     out = str(tmp_path / "online")
     report = run_online(fc_bundle, shipped_config("four_corners"), adaptation_steps=2, seed=5, out_dir=out)
-    schedule = make_operator(Bundle.load(fc_bundle).metadata["adaptation"]).schedule()
+    schedule = make_operator(PolicyBundle.load(fc_bundle).metadata["adaptation"]).schedule()
     assert schedule == (1, 5, 5)  # batch hill climbing: baseline, then 2 batches of 5
     assert len(report.episodes) == 1 + 2 * (sum(schedule) + 1)  # 25
     kinds = [e.kind for e in report.episodes]
@@ -72,7 +80,7 @@ def test_run_online_report_and_files(fc_bundle: str, shipped_config, tmp_path) -
     assert all(e.length == 100 for e in report.episodes)  # four_corners never terminates; horizon 100
     assert report.pre_adaptation_return == report.episodes[0].episode_return
     assert list(report.post_adaptation_returns) == [e.episode_return for e in report.episodes if e.kind == "post"]
-    assert report.adapted_params.shape == Bundle.load(fc_bundle).params.shape
+    assert report.adapted_params.shape == PolicyBundle.load(fc_bundle).params.shape
 
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["pre_adaptation_return"] == report.pre_adaptation_return
@@ -102,7 +110,7 @@ def test_zero_step_size_is_identity(fc_identity_bundle: str, shipped_config) -> 
     report = run_online(fc_identity_bundle, shipped_config("four_corners"), adaptation_steps=2, seed=1)
     assert len(report.episodes) == 1 + 2 * (3 + 1)  # es_grad, 2 queries + baseline per step
     assert report.post_adaptation_returns == (report.pre_adaptation_return,) * 2
-    np.testing.assert_array_equal(report.adapted_params, Bundle.load(fc_identity_bundle).params)
+    np.testing.assert_array_equal(report.adapted_params, PolicyBundle.load(fc_identity_bundle).params)
 
 
 def test_identity_and_seeds_with_reset_noise(hc_identity_bundle: str, shipped_config) -> None:
@@ -142,7 +150,7 @@ def test_plot_is_skipped_without_matplotlib(
     """matplotlib is not a robot dependency: without it the run still writes everything but the plot."""
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # makes `import matplotlib.figure` fail
     out = str(tmp_path / "no_plot")
-    with caplog.at_level(logging.WARNING, logger="deploy.report"):
+    with caplog.at_level(logging.WARNING, logger="metactl.deploy.report"):
         run_online(fc_identity_bundle, shipped_config("four_corners"), out_dir=out)
     assert sorted(os.listdir(out)) == ["adapted_params.npy", "episodes.csv", "run.mcap", "summary.json"]
     assert "matplotlib is not installed" in caplog.text

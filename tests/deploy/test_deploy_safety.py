@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from deploy import load_hardware_config, pacing
-from deploy.config_sections import LimitsSection, SafetySection
-from deploy.safety import SafetyLayer, SafetyStopError
+from metactl.deploy import load_hardware_config, pacing
+from metactl.deploy.config_sections import LimitsSection, SafetySection
+from metactl.deploy.safety import SafetyLayer, SafetyStopError
 
 
 @pytest.fixture

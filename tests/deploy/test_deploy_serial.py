@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from conftest import CONFIG_DIR, REPO
 
-from deploy import HardwareConfigError, load_hardware_config, run_online
-from deploy import protocol as pr
-from deploy.run_logger import read_log
-from deploy.serial_robot import NoHardwareError, RobotFaultError, SerialRobot
-from deploy.transport import SerialTransport
-from metactl.sim2real import emulator_process
+from metactl.deploy import HardwareConfigError, load_hardware_config, run_online
+from metactl.deploy import protocol as pr
+from metactl.deploy.run_logger import read_log
+from metactl.deploy.serial_robot import NoHardwareError, RobotFaultError, SerialRobot
+from metactl.deploy.transport import SerialTransport
+from metactl.emulator.launcher import emulator_process
 
 SERIAL = os.path.join(CONFIG_DIR, "serial_halfcheetah_fb.toml")
 
@@ -239,7 +239,7 @@ def test_link_lost_during_start_up_stops_safely(hc_identity_bundle, tmp_path):
 @pytest.fixture
 def lossy_emulator(tmp_path):
     """An in-process emulator whose ``drop`` set says which commands after a RESET lose their answer."""
-    from emulator.server import Server
+    from metactl.emulator.server import Server
 
     config = load_hardware_config(serial_config(tmp_path))
     server = Server(config)
@@ -265,7 +265,7 @@ def lossy_emulator(tmp_path):
 
 
 def test_a_lost_answer_is_a_missed_step_not_a_reward_counted_twice(lossy_emulator):
-    from deploy.session import PolicyController, RobotSession
+    from metactl.deploy.session import PolicyController, RobotSession
 
     config, server, seen = lossy_emulator
     seen["drop"] = {5}
@@ -278,7 +278,7 @@ def test_a_lost_answer_is_a_missed_step_not_a_reward_counted_twice(lossy_emulato
 
 
 def test_the_emulator_watchdog_runs_with_no_tcp_host(tmp_path):
-    from emulator.server import Server
+    from metactl.emulator.server import Server
 
     config = load_hardware_config(serial_config(tmp_path))
     server = Server(config, listen="tcp://127.0.0.1:0")

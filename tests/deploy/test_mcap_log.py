@@ -21,9 +21,9 @@ from mcap.reader import NonSeekingReader, make_reader
 from mcap.records import Channel, Footer, Header, Message, Schema
 from mcap.stream_reader import StreamReader
 
-import deploy.run_logger as run_logger
-from deploy.mcap_writer import MAGIC, McapWriter
-from deploy.run_logger import RunLogger, read_log
+import metactl.deploy.run_logger as run_logger
+from metactl.deploy.mcap_writer import MAGIC, McapWriter
+from metactl.deploy.run_logger import RunLogger, read_log
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(run_logger.__file__)))
 """Where the ``deploy`` under test lives: subprocesses import the same one."""

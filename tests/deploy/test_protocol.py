@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy import protocol as pr
-from metactl import fuzz_codec as fz
+from metactl.deploy import fuzz_codec as fz
+from metactl.deploy import protocol as pr
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from deploy import load_hardware_config
-from deploy import protocol as pr
-from emulator import Firmware
+from metactl.deploy import load_hardware_config
+from metactl.deploy import protocol as pr
+from metactl.emulator import Firmware
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "hardware_configs", "serial_halfcheetah_fb.toml")
 

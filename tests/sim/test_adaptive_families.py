@@ -9,8 +9,8 @@ import mujoco
 import numpy as np
 import pytest
 
-import sim
-from sim.adaptive_locomotion import (
+from metactl import sim
+from metactl.sim.adaptive_locomotion import (
     ANT_REWARD,
     CHEETAH_DOFS,
     CHEETAH_REWARD,
@@ -24,8 +24,8 @@ from sim.adaptive_locomotion import (
     terrain_heights,
     terrain_model,
 )
-from sim.locomotion import base_model
-from sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, TaskError, TerrainTask
+from metactl.sim.locomotion import base_model
+from metactl.sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, TaskError, TerrainTask
 
 GRBAL = ("halfcheetah_disabled_joint", "halfcheetah_slope", "halfcheetah_pier", "ant_crippled_leg")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import sim
-from sim.gym_env import TaskFamilyEnv
+from metactl import sim
+from metactl.sim.gym_env import TaskFamilyEnv
 
 # The checker warns that our observation Box is unbounded; that is deliberate (raw MuJoCo state), nothing else is.
 ALLOWED_WARNINGS = ("observation space minimum value is -infinity", "observation space maximum value is infinity")

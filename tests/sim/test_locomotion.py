@@ -9,8 +9,8 @@ import mujoco
 import numpy as np
 import pytest
 
-import sim
-from sim.locomotion import ASSETS, compile_model
+from metactl import sim
+from metactl.sim.locomotion import ASSETS, compile_model
 
 
 def step_both(family: str, tasks: list[sim.Task], steps: int, seed: int = 0) -> tuple[list, np.ndarray, np.ndarray]:

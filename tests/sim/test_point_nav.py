@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import sim
-from sim.point_nav import DT, POSITION_LIMIT
+from metactl import sim
+from metactl.sim.point_nav import DT, POSITION_LIMIT
 
 
 def one_step_reward(task: sim.GoalTask, position: tuple[float, float]) -> float:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import sim
-from sim.adaptive_locomotion import PIER_BLOCKS
-from sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, TerrainTask
+from metactl import sim
+from metactl.sim.adaptive_locomotion import PIER_BLOCKS
+from metactl.sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, TerrainTask
 
 
 def elementwise_policy(act_dim: int) -> sim.BatchPolicy:

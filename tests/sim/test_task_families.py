@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import sim
-from sim.point_nav import CORNERS
+from metactl import sim
+from metactl.sim.point_nav import CORNERS
 
 N_SAMPLES = 300
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from controllers.dynamics import DynamicsSpec, DynamicsStats
-from train import dynamics_model as dm
-from train.torch_online import TorchOnlineModel
+from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats
+from metactl.train import dynamics_model as dm
+from metactl.train.torch_online import TorchOnlineModel
 
 D, A = 4, 2
 

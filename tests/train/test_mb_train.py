@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from controllers.serialization import load_dynamics_model
-from train.config import ConfigError
-from train.mb_config import MBConfig
-from train.mb_rollout import Episodes
-from train.mb_train import Dataset, train_model_based
+from metactl.controllers.serialization import load_dynamics_model
+from metactl.train.config import ConfigError
+from metactl.train.mb_config import MBConfig
+from metactl.train.mb_rollout import Episodes
+from metactl.train.mb_train import Dataset, train_model_based
 
 TINY = {"family": "halfcheetah_disabled_joint", "iterations": 3, "rollouts": 2, "episode_steps": 40, "train_steps": 15,
         "samples": 12, "planning_horizon": 3, "eval_every": 2, "eval_steps": 10}  # fmt: skip

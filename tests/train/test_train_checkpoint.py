@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from controllers import RunningNormalizer
-from train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
+from metactl.controllers import RunningNormalizer
+from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 def state(iteration: int, seed: int = 0) -> ESState:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import train
-from train import ConfigError, TrainConfig
+from metactl import train
+from metactl.train import ConfigError, TrainConfig
 
 BAD_SETTINGS = [
     ("family", {"family": "pong"}),

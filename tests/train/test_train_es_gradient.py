@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import controllers
-import sim
-import train
-from train.es_maml import es_gradient
+from metactl import controllers, sim, train
+from metactl.train.es_maml import es_gradient
 
 
 def config(**kw):  # type: ignore[no-untyped-def]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-import train
-from sim import make_family
-from train.es_maml import current_policy, heldout_returns, initial_state, policy_spec
+from metactl import train
+from metactl.sim import make_family
+from metactl.train.es_maml import current_policy, heldout_returns, initial_state, policy_spec
 
 ZERO_POLICY_RETURN = -400.0
 """The zero linear policy outputs velocity 0 and stays at the origin: d^2 = 8 to every test corner, so -4 per step

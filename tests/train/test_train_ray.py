@@ -13,7 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 
-import train
+from metactl import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SETTINGS = {
@@ -56,7 +56,7 @@ def test_ray_backend_gives_the_same_run_as_one_local_worker(tmp_path) -> None:
     local = train.train(cfg, str(tmp_path / "local"), progress=False, workers=1)
     code = textwrap.dedent(
         f"""
-        import train
+        from metactl import train
         cfg = train.config_for("halfcheetah_fb", **{SETTINGS!r})
         train.train(cfg, {str(tmp_path / "ray")!r}, progress=False, workers=2, backend="ray")
         import ray

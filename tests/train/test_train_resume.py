@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-import train
-from controllers import load_policy
-from train.run_log import COLUMNS, read_metrics
+from metactl import train
+from metactl.controllers import load_policy
+from metactl.train.run_log import COLUMNS, read_metrics
 
 ITERATIONS = 20
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import train
-from controllers import load_policy
-from train.run_log import COLUMNS, read_metrics
+from metactl import train
+from metactl.controllers import load_policy
+from metactl.train.run_log import COLUMNS, read_metrics
 
 TRAINING_COLUMNS = [c for c in COLUMNS if c != "wall_s"]
 """Everything in metrics.csv except the wall-clock time, which differs between runs."""

@@ -11,10 +11,9 @@ import time
 import numpy as np
 import pytest
 
-import sim
-import train
-from controllers import NormalizerSnapshot, PolicySpec
-from train.workers import InProcess, LocalProcesses, RolloutJob, WorkerError, chunk_bounds
+from metactl import sim, train
+from metactl.controllers import NormalizerSnapshot, PolicySpec
+from metactl.train.workers import InProcess, LocalProcesses, RolloutJob, WorkerError, chunk_bounds
 
 TINY = {"iterations": 2, "directions": 3, "tasks_per_iteration": 2, "eval_every": 1, "eval_repeats": 1}
 

@@ -1,66 +1,21 @@
-"""The robot link: the one interface the runtime uses to talk to a robot, and its simulated implementation.
+"""The simulated robot: a one-instance ``sim`` batch behind the ``RobotLink`` interface.
 
-A link is a context manager with ``reset`` (start an episode), ``read_state`` and
-``write_command`` (returns what was really sent, after clipping to the actuator
-limits — the LeRobot ``send_action`` contract). ``SimRobot`` implements it over a
-one-instance ``sim`` batch, so the whole robot path runs without hardware; a serial
-link implements the same protocol. ``sim`` (MuJoCo) is imported lazily, only when
-a simulated robot is opened: the robot-side runtime never needs it.
+``sim`` (MuJoCo) is imported lazily, only when a simulated robot is opened: the robot-side
+runtime never needs it. It also stands in for hardware: a config's ``[fallback]`` section.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from deploy.errors import HardwareConfigError
-from deploy.hardware_config import HardwareConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class RobotState:
-    """What the robot reports: observation [obs_dim] (float64, in the config's signal order), the
-    reward of the last transition (0 right after ``reset``), whether the episode ended, time [s] since reset.
-    ``fresh`` is False when the answer to the last command never came and this is the previous state again
-    (its reward must not be counted twice)."""
-
-    obs: np.ndarray
-    reward: float
-    done: bool
-    t: float
-    fresh: bool = True
-
-
-@runtime_checkable
-class RobotLink(Protocol):
-    """A connection to one robot (real or simulated)."""
-
-    def __enter__(self) -> RobotLink: ...
-
-    def __exit__(self, *exc: object) -> None: ...
-
-    def close(self) -> None:
-        """Release the robot (idempotent)."""
-
-    def reset(self, seed: int | None = None) -> None:
-        """Start an episode; ``seed`` fixes initial-state noise where the robot has any (the simulator)."""
-
-    def read_state(self) -> RobotState:
-        """The latest state."""
-
-    def write_command(self, cmd: np.ndarray) -> np.ndarray:
-        """Send command [act_dim]; return the command actually sent (clipped to the actuator limits)."""
-
-    def safe_stop(self) -> bool:
-        """Put the motors in their safe state now (and between episodes); whether the robot confirmed it."""
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able facts about the link (type, task, port, ...) for run summaries."""
+from metactl.deploy.errors import HardwareConfigError
+from metactl.deploy.hardware_config import HardwareConfig
+from metactl.deploy.link import RobotLink, RobotState, check_signals
 
 
 class SimRobot:
@@ -72,7 +27,7 @@ class SimRobot:
     """
 
     def __init__(self, family_name: str, task: int | Mapping[str, Any] = 0, seed: int = 0):
-        import sim  # lazy: only the simulated robot needs MuJoCo
+        from metactl import sim  # lazy: only the simulated robot needs MuJoCo
 
         self.family = sim.make_family(family_name)
         self.task = _resolve_task(sim, self.family, task)
@@ -159,7 +114,7 @@ def _resolve_task(sim: Any, family: Any, task: int | Mapping[str, Any]) -> Any:
         raise sim.TaskError(f"task {dict(task)} is invalid: {e}") from None
 
 
-def _open_sim(config: HardwareConfig, task: int | Mapping[str, Any] | None, port: str | None = None) -> RobotLink:
+def open_sim(config: HardwareConfig, task: int | Mapping[str, Any] | None, port: str | None = None) -> RobotLink:
     if config.sim is None:
         raise HardwareConfigError(
             f"hardware config {config.path}: robot.link is 'sim' but section [sim] is missing; add family, task, seed"
@@ -178,7 +133,7 @@ def open_fallback(config: HardwareConfig, task: int | Mapping[str, Any] | None =
 def _sim_robot(config: HardwareConfig, section: str, family_name: str, task: Any, seed: int) -> RobotLink:
     where = f"hardware config {config.path}"
     try:
-        import sim
+        from metactl import sim
     except ModuleNotFoundError as e:
         raise HardwareConfigError(
             f"{where}: [{section}] needs the simulation extras ({e}); install them with pip install 'metactl[sim]'"
@@ -199,35 +154,3 @@ def _sim_robot(config: HardwareConfig, section: str, family_name: str, task: Any
             f"{robot.control_period} s; set control.period_s = {robot.control_period}"
         )
     return robot
-
-
-def _open_serial(config: HardwareConfig, task: int | Mapping[str, Any] | None, port: str | None = None) -> RobotLink:
-    from deploy.serial_robot import SerialRobot  # imports this module: bound late
-
-    return SerialRobot(config, port)
-
-
-def check_signals(where: str, key: str, configured: tuple[str, ...], actual: tuple[str, ...]) -> None:
-    if configured != actual:
-        raise HardwareConfigError(
-            f"{where}: signals.{key} {list(configured)} differ from the simulated robot's {list(actual)}; "
-            "copy the simulator's names in its order"
-        )
-
-
-LinkFactory = Callable[[HardwareConfig, "int | Mapping[str, Any] | None", "str | None"], RobotLink]
-LINK_FACTORIES: dict[str, LinkFactory] = {"sim": _open_sim, "serial": _open_serial}
-"""How each ``robot.link`` type is opened: (config, task override, port override) -> link."""
-
-
-def open_link(
-    config: HardwareConfig, task: int | Mapping[str, Any] | None = None, port: str | None = None
-) -> RobotLink:
-    """Open the robot ``config`` describes; ``task`` overrides ``[sim] task`` for a simulated robot, ``port``
-    the ``[serial] port`` of a serial one. A serial robot that does not answer raises ``NoHardwareError``."""
-    if config.robot.link not in LINK_FACTORIES:
-        raise HardwareConfigError(
-            f"hardware config {config.path}: robot.link {config.robot.link!r} has no driver here; "
-            f"use one of {sorted(LINK_FACTORIES)}"
-        )
-    return LINK_FACTORIES[config.robot.link](config, task, port)

@@ -84,10 +84,10 @@ def _pin_one_core() -> list[int] | None:
 
 def _models(out_dir: str, run: str | None, family: str, refit_steps: int) -> dict[str, str]:
     """Model files for both configurations: both sizes refit on the run's data, or random weights of both."""
-    from train.mb_config import MBConfig
+    from metactl.train.mb_config import MBConfig
 
     if run is not None:
-        from train.mb_train import refit
+        from metactl.train.mb_train import refit
 
         with open(os.path.join(run, "config.json")) as f:
             hidden = tuple(json.load(f)["hidden"])
@@ -110,11 +110,11 @@ def _models(out_dir: str, run: str | None, family: str, refit_steps: int) -> dic
 def _random_model(path: str, config: Any) -> str:
     import torch
 
-    from controllers.dynamics import DynamicsStats
-    from controllers.serialization import save_dynamics_model
-    from sim import make_family
-    from train import dynamics_model as dm
-    from train.mb_train import model_extra, model_spec
+    from metactl.controllers.dynamics import DynamicsStats
+    from metactl.controllers.serialization import save_dynamics_model
+    from metactl.sim import make_family
+    from metactl.train import dynamics_model as dm
+    from metactl.train.mb_train import model_extra, model_spec
 
     fam = make_family(config.family)
     spec = model_spec(config, fam)
@@ -126,9 +126,9 @@ def _random_model(path: str, config: Any) -> str:
 
 def _time_steps(model_path: str, planner: dict[str, Any] | None, bundle_dir: str, steps: int) -> dict[str, Any]:
     """Adapt + plan time of each control step of one simulated episode, driven by the ONNX controller."""
-    from deploy.model_bundle import ModelBundle
-    from deploy.model_export import export_model_bundle
-    from sim import make_family
+    from metactl.deploy.model_bundle import ModelBundle
+    from metactl.deploy.model_export import export_model_bundle
+    from metactl.sim import make_family
 
     export_model_bundle(model_path, bundle_dir, planner)
     bundle = ModelBundle.load(bundle_dir)
@@ -171,7 +171,7 @@ def _gemm_gflops(rows: int, k: int, n: int, repeats: int = 200) -> float:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from deploy.bundle import session_options
+    from metactl.deploy.graphs import session_options
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n)).astype(np.float32), "w")
     graph = helper.make_graph(
@@ -193,10 +193,10 @@ def _gemm_gflops(rows: int, k: int, n: int, repeats: int = 200) -> float:
 
 def _returns(models: dict[str, str], run: str, eval_steps: int, episodes: int) -> dict[str, Any]:
     """Held-out returns of both configurations (torch path, the same controller code as the robot's)."""
-    from controllers.serialization import load_dynamics_model
-    from sim import make_family
-    from train.mb_eval import heldout_returns
-    from train.torch_online import MODES
+    from metactl.controllers.serialization import load_dynamics_model
+    from metactl.sim import make_family
+    from metactl.train.mb_eval import heldout_returns
+    from metactl.train.torch_online import MODES
 
     out: dict[str, Any] = {}
     per_task = {}

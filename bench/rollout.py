@@ -31,7 +31,7 @@ def _raw_physics(steps: int) -> float:
     """Seconds for ``steps`` control steps of bare physics with random controls."""
     import mujoco
 
-    from sim.locomotion import FRAME_SKIP, base_model
+    from metactl.sim.locomotion import FRAME_SKIP, base_model
 
     model = base_model("half_cheetah.xml")
     data = mujoco.MjData(model)
@@ -51,8 +51,8 @@ def _replay(family: Any, task: Any, policy: Any, batch: int, horizon: int) -> fl
     """
     import mujoco
 
-    import sim
-    from sim.locomotion import FRAME_SKIP
+    from metactl import sim
+    from metactl.sim.locomotion import FRAME_SKIP
 
     b = family.make_batch([task] * batch)
     controls = np.zeros((horizon, batch, b.act_dim))
@@ -86,11 +86,11 @@ def _policy(obs_dim: int, act_dim: int, rows: int) -> np.ndarray:
 def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool = True) -> dict[str, Any]:
     import gymnasium
 
-    import sim
-    from controllers import NormalizerSnapshot
-    from train.es_maml import policy_spec
-    from train.lockstep import Evaluator
-    from train.workers import InProcess, LocalProcesses, RayWorkers
+    from metactl import sim
+    from metactl.controllers import NormalizerSnapshot
+    from metactl.train.es_maml import policy_spec
+    from metactl.train.lockstep import Evaluator
+    from metactl.train.workers import InProcess, LocalProcesses, RayWorkers
 
     family = sim.make_family(FAMILY)
     task = family.test_tasks()[0]

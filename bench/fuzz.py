@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metactl.fuzz_codec import fuzz_codec
+from metactl.deploy.fuzz_codec import fuzz_codec
 from metactl.report import format_table, write_summary
 
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from metactl.emulator.launcher import emulator_process
 from metactl.report import format_table, write_summary
-from metactl.sim2real import emulator_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO, "hardware_configs", "serial_halfcheetah_fb.toml")
@@ -26,10 +26,10 @@ BASE_CONFIG = os.path.join(REPO, "hardware_configs", "serial_halfcheetah_fb.toml
 
 def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (500, 1000)) -> dict[str, Any]:
     """Measure each rate for ``seconds``; the summary (1 kHz figures at the top level) also goes to disk."""
-    from deploy import Bundle, check_compatibility, load_hardware_config
-    from deploy.run_logger import RunLogger
-    from deploy.runtime import realtime_process
-    from deploy.session import PolicyController, RobotSession
+    from metactl.deploy import PolicyBundle, check_compatibility, load_hardware_config
+    from metactl.deploy.run_logger import RunLogger
+    from metactl.deploy.runtime import realtime_process
+    from metactl.deploy.session import PolicyController, RobotSession
 
     os.makedirs(out_dir, exist_ok=True)
     shutil.rmtree(os.path.join(out_dir, "bundle"), ignore_errors=True)  # scratch: rebuilt every run
@@ -39,8 +39,8 @@ def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (5
         run_dir = os.path.join(out_dir, f"{rate}hz")
         config_path = _config_at(rate, seconds, run_dir)
         bundle_dir = _bundle_at(base_bundle, 1.0 / rate, os.path.join(run_dir, "bundle"))
-        config, bundle = load_hardware_config(config_path), Bundle.load(bundle_dir)
-        check_compatibility(bundle.metadata, config)
+        config, bundle = load_hardware_config(config_path), PolicyBundle.load(bundle_dir)
+        check_compatibility(bundle.meta, config)
         steps = round(rate * seconds)
         with emulator_process(config_path, run_dir) as emu:
             logger = RunLogger(os.path.join(run_dir, "run.mcap"))
@@ -97,8 +97,8 @@ def _cell(v: Any) -> Any:
 
 def _tiny_bundle(out: str) -> str:
     """A HalfCheetah policy from one tiny ES iteration: the loop's cost does not depend on its quality."""
-    import train
-    from deploy.export import export_bundle
+    from metactl import train
+    from metactl.deploy.export import export_bundle
 
     cfg = train.config_for(
         "halfcheetah_fb", iterations=1, directions=1, tasks_per_iteration=1, horizon=10, eval_every=1, eval_repeats=1

@@ -35,10 +35,10 @@ ARS_HALFCHEETAH = {
 
 def time_to_threshold(seed: int, threshold: float, max_episodes: int, workers: int | None) -> dict[str, Any]:
     """Run ARS until the evaluated return reaches ``threshold`` or ``max_episodes`` are spent."""
-    from sim import make_family
-    from train import TrainConfig
-    from train.es_maml import current_policy, es_iteration, heldout_returns, initial_state, policy_spec
-    from train.workers import make_backend
+    from metactl.sim import make_family
+    from metactl.train import TrainConfig
+    from metactl.train.es_maml import current_policy, es_iteration, heldout_returns, initial_state, policy_spec
+    from metactl.train.workers import make_backend
 
     config = TrainConfig(**ARS_HALFCHEETAH, iterations=max(1, max_episodes // 64), seed=seed)
     family = make_family(config.family)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from deploy import protocol as pr
+from metactl.deploy import protocol as pr
 
 _BATCH = 2048
 _P_TRUNCATED, _P_CORRUPTED, _P_OVERSIZED = 0.05, 0.07, 0.004  # the rest are valid frames
