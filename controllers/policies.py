@@ -5,6 +5,11 @@ linear by default, small tanh MLPs optionally. Parameters live in one flat
 vector so evolution strategies can perturb them; ``PolicySpec.unflatten``
 gives the layer view. The squashed output ``tanh`` is mapped to the actuator
 range [low, high] and clipped to it.
+
+Non-finite inputs behave the same wherever a policy runs (this numpy code, the exported ONNX graph, the
+C export): the normalizer clips +-inf and huge observations to +-``CLIP``, so they give bounded actions;
+a NaN observation gives NaN actions, never a plausible-looking command. The robot's safety layer turns a
+non-finite command into the safe command and counts it.
 """
 
 from __future__ import annotations
@@ -88,8 +93,7 @@ class PolicySpec:
             x = np.tanh(x)
         low, high = np.asarray(self.action_low), np.asarray(self.action_high)
         action = low + 0.5 * (x + 1.0) * (high - low)
-        action = np.where(np.isfinite(action), action, 0.5 * (low + high))  # NaN in -> mid-range, never NaN out
-        return np.clip(action, low, high)
+        return np.clip(action, low, high)  # NaN propagates (as in the ONNX graph and the C export): see the module doc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

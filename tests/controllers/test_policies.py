@@ -72,12 +72,16 @@ def test_actions_stay_within_bounds_for_huge_obs_and_params(kind: str, hidden: t
     assert (actions <= np.array(HIGH)).all()
 
 
-def test_actions_stay_finite_when_the_pre_activation_overflows() -> None:
-    s = PolicySpec("linear", 2, 1, (-1.0,), (1.0,))
-    # 1e200 * 1e200 overflows to +inf and 1e200 * -1e200 to -inf; their sum is nan.
-    with np.errstate(over="ignore", invalid="ignore"):
-        action = s.forward(np.array([1e200, 1e200, 0.0]), np.array([[1e200, -1e200]]))
-    assert np.isfinite(action).all()
+@pytest.mark.parametrize(("kind", "hidden"), [("linear", ()), ("mlp", (16, 16))])
+def test_a_nan_observation_gives_nan_actions_and_infinities_are_clipped(kind: str, hidden: tuple[int, ...]) -> None:
+    """The one non-finite behaviour (module doc): NaN in -> NaN out; +-inf is clipped by the normalizer."""
+    s = spec(kind, hidden)
+    params = np.random.default_rng(3).standard_normal(s.num_params)
+    norm = NormalizerSnapshot(np.zeros(5), np.ones(5))
+    obs = np.array([[np.nan, 0, 0, 0, 0], [np.inf, -np.inf, 1e30, -1e30, 0], [10, -10, 10, -10, 0]])
+    actions = s.forward(params, norm.normalize(obs))
+    assert np.isnan(actions[0]).all()
+    np.testing.assert_array_equal(actions[1], actions[2])  # +-inf and +-1e30 are +-CLIP after normalizing
 
 
 def test_zero_linear_policy_gives_the_middle_of_the_range() -> None:
