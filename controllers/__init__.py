@@ -10,6 +10,7 @@ from metactl.controllers.adaptation import (
     ESGradient,
     HillClimb,
     make_operator,
+    seed_slot_count,
 )
 from metactl.controllers.normalizer import NormalizerSnapshot, RunningNormalizer
 from metactl.controllers.policies import Policy, PolicyError, PolicySpec
@@ -29,4 +30,5 @@ __all__ = [
     "load_policy",
     "make_operator",
     "save_policy",
+    "seed_slot_count",
 ]

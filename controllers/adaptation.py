@@ -7,12 +7,16 @@ Song et al., "ES-MAML: Simple Hessian-Free Meta Learning", ICLR 2020, Sec. 3:
 - ``HillClimb``: non-smooth and monotone. ``average`` mode proposes one
   perturbation per round and keeps it only if strictly better; ``batch`` mode
   proposes ``batch_size`` and keeps the best if strictly better (what ran on the
-  real Minitaur).
+  real Minitaur). Every candidate's value is the mean of ``evaluations`` (R)
+  episodes (the reference code's ``parallel_evaluations``), and every candidate
+  of one adaptation — the starting point included — is evaluated on the same R
+  reset seeds, so a candidate wins on its merits, not on a lucky start.
 
 Every query is one episode. The operator never runs episodes itself: ``ask``
 returns the parameter vectors to evaluate in the next round and ``tell`` takes
 their returns, so the same code adapts thousands of tasks in lockstep inside a
-batched simulator and one robot episode by episode. Noise comes from
+batched simulator and one robot episode by episode. ``seed_slots`` says which
+queries start from the same state (same slot, same reset seed). Noise comes from
 ``default_rng([seed, round])``: a state is reproducible and cheap to ship.
 """
 
@@ -50,7 +54,15 @@ class AdaptationOperator(Protocol):
     def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
         """Take the returns [q] of the asked vectors; move to the next round."""
 
+    def seed_slots(self, round: int) -> tuple[int, ...]:
+        """The reset-seed slot of each query of ``round``: queries with one slot start from one state."""
+
     def to_dict(self) -> dict[str, Any]: ...
+
+
+def seed_slot_count(operator: AdaptationOperator) -> int:
+    """Distinct reset seeds one run of ``operator`` needs."""
+    return len({s for r in range(len(operator.schedule())) for s in operator.seed_slots(r)})
 
 
 def _noise(state: AdaptState, q: int) -> np.ndarray:
@@ -94,22 +106,28 @@ class ESGradient:
         params = state.params + self.step_size * grad
         return AdaptState(params, float("nan"), state.round + 1, state.seed)
 
+    def seed_slots(self, round: int) -> tuple[int, ...]:
+        """Each step's queries (and its baseline) share one start state: antithetic-style common random numbers."""
+        return (round,) * (self.queries + 1)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
 class HillClimb:
-    """Monotone hill climbing; ``queries`` perturbations in total after one baseline episode."""
+    """Monotone hill climbing; ``queries`` perturbations in total after one baseline round, each candidate
+    evaluated ``evaluations`` times on the adaptation's shared reset seeds."""
 
     queries: int = 20
     sigma: float = 0.1
     mode: str = "batch"
     batch_size: int = 5
+    evaluations: int = 1
     name: str = "hill_climb"
 
     def __post_init__(self) -> None:
-        _check_positive(self, ("queries", "sigma", "batch_size"))
+        _check_positive(self, ("queries", "sigma", "batch_size", "evaluations"))
         if self.mode not in ("average", "batch"):
             raise AdaptationError(f"hill_climb mode must be 'average' or 'batch', got {self.mode!r}")
         if self.mode == "batch" and self.queries % self.batch_size:
@@ -119,27 +137,36 @@ class HillClimb:
 
     @property
     def per_round(self) -> int:
+        """Candidates per round after the baseline."""
         return 1 if self.mode == "average" else self.batch_size
 
     def schedule(self) -> tuple[int, ...]:
-        return (1,) + (self.per_round,) * (self.queries // self.per_round)
+        r = self.evaluations
+        return (r,) + (self.per_round * r,) * (self.queries // self.per_round)
+
+    def seed_slots(self, round: int) -> tuple[int, ...]:
+        """Evaluation k of every candidate, in every round, starts from reset seed slot k."""
+        return tuple(range(self.evaluations)) * (1 if round == 0 else self.per_round)
 
     def start(self, params: np.ndarray, seed: int) -> AdaptState:
         return _start(params, seed)
 
-    def ask(self, state: AdaptState) -> np.ndarray:
+    def _candidates(self, state: AdaptState) -> np.ndarray:
         if state.round == 0:
             return state.params[None].copy()
         return state.params + self.sigma * _noise(state, self.per_round)
 
+    def ask(self, state: AdaptState) -> np.ndarray:
+        """Each candidate repeated ``evaluations`` times (candidate-major)."""
+        return np.repeat(self._candidates(state), self.evaluations, axis=0)
+
     def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
-        returns = np.asarray(returns, dtype=np.float64)
+        values = np.asarray(returns, dtype=np.float64).reshape(-1, self.evaluations).mean(axis=1)
         if state.round == 0:
-            return AdaptState(state.params, float(returns[0]), 1, state.seed)
-        best = int(np.argmax(returns))
-        if returns[best] > state.best_return:
-            candidate = self.ask(state)[best]
-            return AdaptState(candidate, float(returns[best]), state.round + 1, state.seed)
+            return AdaptState(state.params, float(values[0]), 1, state.seed)
+        best = int(np.argmax(values))
+        if values[best] > state.best_return:
+            return AdaptState(self._candidates(state)[best], float(values[best]), state.round + 1, state.seed)
         return dataclasses.replace(state, round=state.round + 1)
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +190,9 @@ class NoAdaptation:
 
     def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
         return state
+
+    def seed_slots(self, round: int) -> tuple[int, ...]:
+        return ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

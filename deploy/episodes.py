@@ -63,6 +63,8 @@ class AdaptationPlan(Protocol):
     """What ``summary.json`` records under ``adaptation``."""
     queries_per_step: int
     """Robot episodes one adaptation step queries besides its evaluation."""
+    seeds_per_step: int
+    """Distinct episode seeds one adaptation step's queries need (queries may share a start state)."""
     params: np.ndarray
     """The parameters after the last adaptation step (empty where the bundle adapts inside episodes)."""
 

@@ -96,6 +96,7 @@ class OnlineMPCPlan:
     the same episode seed. The planner's noise is seeded per episode."""
 
     queries_per_step = 0
+    seeds_per_step = 0
 
     def __init__(self, bundle: ModelBundle, mode: str):
         self.bundle, self.mode = bundle, mode

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from metactl.controllers import AdaptationOperator, make_operator
+from metactl.controllers import AdaptationOperator, make_operator, seed_slot_count
 from metactl.deploy import metadata as md
 from metactl.deploy.episodes import EpisodeRunner, Seeds
 from metactl.deploy.errors import BundleError
@@ -126,6 +126,7 @@ class OperatorPlan:
         self.bundle, self.operator = bundle, operator
         self.description = operator.to_dict()
         self.queries_per_step = sum(operator.schedule())
+        self.seeds_per_step = seed_slot_count(operator)
         self.params = np.array(bundle.params, dtype=np.float64)
 
     def run(self, runner: EpisodeRunner, seeds: Seeds, adaptation_steps: int) -> None:
@@ -140,6 +141,7 @@ class OperatorPlan:
         off the control loop; its time is logged."""
         operator = self.operator
         state = operator.start(self.params, op_seed)
+        slot_seeds: dict[int, int] = {}  # queries with one seed slot start from one state (the operator says which)
         for rnd, n in enumerate(operator.schedule()):
             t0 = time.perf_counter()
             candidates = operator.ask(state)
@@ -148,8 +150,12 @@ class OperatorPlan:
                 raise RuntimeError(
                     f"operator asked for {len(candidates)} queries in round {rnd}; its schedule says {n}"
                 )
+            for slot in operator.seed_slots(rnd):
+                if slot not in slot_seeds:
+                    slot_seeds[slot] = next(seeds.queries)
+            episode_seeds = [slot_seeds[slot] for slot in operator.seed_slots(rnd)]
             returns = [
-                runner.run("query", PolicyController(self.bundle.act, c), next(seeds.queries), step, rnd, q)
+                runner.run("query", PolicyController(self.bundle.act, c), episode_seeds[q], step, rnd, q)
                 for q, c in enumerate(candidates)
             ]
             t0 = time.perf_counter()

@@ -98,7 +98,7 @@ def run_online(
     plan = bundle.plan(mode)  # a wrong mode is refused before the robot is touched
     check_compatibility(bundle.meta, config)
     steps = config.control.episode_steps or bundle.meta.horizon
-    seeds = Seeds.draw(seed, adaptation_steps, plan.queries_per_step)
+    seeds = Seeds.draw(seed, adaptation_steps, plan.seeds_per_step)
     if time_scale is None:
         time_scale = 1.0 if config.robot.link == "serial" else 0.0
     logger = None

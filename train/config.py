@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from typing import Any
+from typing import Any, Literal
 
 from metactl.controllers import AdaptationError, AdaptationOperator, PolicyError, make_operator
 from metactl.sim.registry import BENCHMARK_FAMILIES, FAMILIES
@@ -13,6 +13,51 @@ from metactl.sim.registry import BENCHMARK_FAMILIES, FAMILIES
 
 class ConfigError(ValueError):
     """A training setting is wrong; the message names the field and the fix (user-facing)."""
+
+
+OPERATOR_FIELDS = {
+    "hill_climb": ("queries", "sigma", "mode", "batch_size", "evaluations"),
+    "es_grad": ("queries", "sigma", "step_size", "steps"),
+    "none": (),
+}
+"""The fields each adaptation operator takes (``controllers.adaptation``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptationConfig:
+    """The adaptation operator U(theta, T) (ES-MAML, Song et al. 2020): every field, each used by the operators
+    that take it (``OPERATOR_FIELDS``), so a preset and flags merge field by field."""
+
+    name: Literal["hill_climb", "es_grad", "none"] = "hill_climb"
+    """Operator: 'hill_climb' (monotone, non-smooth), 'es_grad' (ES-gradient steps) or 'none' (plain ES)."""
+    queries: int = 10
+    """K: episodes the operator may query (hill climbing: perturbations after one baseline round)."""
+    sigma: float = 0.2
+    """Perturbation scale of the queries."""
+    step_size: float = 0.05
+    """es_grad: step size alpha of each ES-gradient step."""
+    steps: int = 1
+    """es_grad: ES-gradient steps, each from ``queries`` perturbations plus the baseline."""
+    mode: Literal["average", "batch"] = "batch"
+    """hill_climb: 'average' (one perturbation per round, kept if its mean return over ``evaluations`` episodes is
+    strictly better) or 'batch' (best of ``batch_size``, as on the real Minitaur)."""
+    batch_size: int = 5
+    """hill_climb batch mode: perturbations per round (``queries`` must be a multiple)."""
+    evaluations: int = 1
+    """hill_climb: R episodes per candidate, all candidates of an adaptation sharing their R reset seeds (the
+    reference's ``parallel_evaluations``); one lucky episode is not locked in."""
+
+    def operator_dict(self) -> dict[str, Any]:
+        """The operator's own settings (``controllers.make_operator``'s input; what a bundle records)."""
+        return {"name": self.name, **{k: getattr(self, k) for k in OPERATOR_FIELDS[self.name]}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdaptationConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"adaptation: unknown setting(s) {unknown}; settings are {sorted(names)}")
+        return cls(**data)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +85,8 @@ class TrainConfig:
     """Outer optimizer: 'adam' or 'sgd' (plain ascent, as the reference code)."""
     tasks_per_iteration: int = 4
     """Training tasks per iteration, shared by all perturbations (common random numbers)."""
-    adaptation: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"name": "hill_climb", "queries": 10, "sigma": 0.2, "mode": "batch", "batch_size": 5}
-    )
-    """Adaptation operator U: {'name': 'es_grad'|'hill_climb', ...its fields}."""
+    adaptation: AdaptationConfig = AdaptationConfig()
+    """Adaptation operator U(theta, T)."""
     horizon: int = 0
     """Episode length in control steps; 0 uses the family's default."""
     normalize_obs: bool = True
@@ -63,6 +106,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if isinstance(self.adaptation, dict):
+            object.__setattr__(self, "adaptation", AdaptationConfig.from_dict(self.adaptation))
         self.validate()
 
     def validate(self) -> None:
@@ -98,13 +143,19 @@ class TrainConfig:
             raise ConfigError(f"hidden: layer sizes must be positive, got {list(self.hidden)}")
         if self.policy == "mlp" and not self.hidden:
             raise ConfigError("hidden: an 'mlp' policy needs at least one hidden layer size, e.g. --hidden 32 32")
+        if not isinstance(self.adaptation, AdaptationConfig):
+            raise ConfigError(f"adaptation: must be a table of operator settings, got {self.adaptation!r}")
+        if self.adaptation.name not in OPERATOR_FIELDS:
+            raise ConfigError(
+                f"adaptation: unknown operator {self.adaptation.name!r}; use one of {list(OPERATOR_FIELDS)}"
+            )
         try:
-            make_operator(self.adaptation)
+            make_operator(self.adaptation.operator_dict())
         except (AdaptationError, TypeError) as e:
             raise ConfigError(f"adaptation: {e}") from None
 
     def operator(self) -> AdaptationOperator:
-        return make_operator(self.adaptation)
+        return make_operator(self.adaptation.operator_dict())
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -155,9 +206,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def config_for(family: str, **overrides: Any) -> TrainConfig:
-    """The family's preset with ``overrides`` (None values are ignored) applied on top."""
+    """The family's preset with ``overrides`` (None values are ignored) applied on top, field by field: an
+    ``adaptation`` override dict changes only the operator settings it names."""
     if family not in FAMILIES:
         raise ConfigError(f"family: unknown task family {family!r}; choose one of: {', '.join(FAMILIES)}")
     data: dict[str, Any] = {"family": family, **copy.deepcopy(PRESETS.get(family, {}))}
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "adaptation" and isinstance(value, dict):
+            value = {**data.get("adaptation", {}), **value}
+        elif key == "adaptation" and isinstance(value, AdaptationConfig):
+            value = dataclasses.asdict(value)
+        data[key] = value
     return TrainConfig.from_dict(data)

@@ -90,7 +90,7 @@ class Evaluator:
         for r, q in enumerate(operator.schedule()):
             asked = np.concatenate([operator.ask(s) for s in states])
             rows = [t for t in tasks for _ in range(q)]
-            seeds = [episode_seed(s, r) for s in task_seeds for _ in range(q)]
+            seeds = [episode_seed(s, slot) for s in task_seeds for slot in operator.seed_slots(r)]
             returns = self.returns(asked, rows, seeds).reshape(len(states), q)
             states = [operator.tell(s, ret) for s, ret in zip(states, returns, strict=True)]
         return np.stack([s.params for s in states])

@@ -163,3 +163,32 @@ def test_make_operator_builds_by_name_and_names_bad_input() -> None:
         make_operator({"queries": 3})
     with pytest.raises(AdaptationError, match="learning_rate"):
         make_operator({"name": "es_grad", "learning_rate": 0.1})
+
+
+def test_hill_climb_averages_repeated_evaluations_on_shared_seeds() -> None:
+    """R evaluations per candidate: the value is their mean, and every candidate uses the same R seed slots, so one
+    lucky episode cannot lock a candidate in (the reference's ``parallel_evaluations``)."""
+    op = HillClimb(queries=3, sigma=0.5, mode="average", evaluations=4)
+    assert op.schedule() == (4, 4, 4, 4)
+    assert all(op.seed_slots(r) == (0, 1, 2, 3) for r in range(4))
+    batch = HillClimb(queries=4, mode="batch", batch_size=2, evaluations=3)
+    assert batch.schedule() == (3, 6, 6) and batch.seed_slots(1) == (0, 1, 2, 0, 1, 2)
+    state = op.start(np.zeros(DIM), seed=0)
+    asked = op.ask(state)
+    np.testing.assert_array_equal(asked, np.zeros((4, DIM)))  # the baseline, 4 times
+    state = op.tell(state, np.array([1.0, 2.0, 3.0, 10.0]))
+    assert state.best_return == 4.0  # the mean, not the best episode
+    candidate = op.ask(state)
+    assert candidate.shape == (4, DIM) and (candidate == candidate[0]).all()  # one candidate, repeated
+    # One lucky episode (100) but a mean of 3.9 < 4: rejected.
+    after = op.tell(state, np.array([100.0, -30.0, -27.4, -27.0]))
+    np.testing.assert_array_equal(after.params, np.zeros(DIM))
+    # A mean of 4.5 > 4: accepted.
+    after = op.tell(state, np.array([4.0, 5.0, 4.0, 5.0]))
+    np.testing.assert_array_equal(after.params, candidate[0])
+    assert after.best_return == 4.5
+
+
+def test_es_gradient_queries_of_a_step_share_one_seed_slot() -> None:
+    op = ESGradient(queries=3, steps=2)
+    assert op.seed_slots(0) == (0, 0, 0, 0) and op.seed_slots(1) == (1, 1, 1, 1)

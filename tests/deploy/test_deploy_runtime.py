@@ -114,13 +114,16 @@ def test_zero_step_size_is_identity(fc_identity_bundle: str, shipped_config) -> 
 
 
 def test_identity_and_seeds_with_reset_noise(hc_identity_bundle: str, shipped_config) -> None:
-    """HalfCheetah has initial-state noise: pre and post share a seed, queries each get their own."""
+    """HalfCheetah has initial-state noise: pre and post share a seed; the queries of one ES-gradient step share one
+    seed of their own (the operator's seed slots: common random numbers, as in training), each step another."""
     report = run_online(hc_identity_bundle, shipped_config("halfcheetah_fb"), adaptation_steps=2, seed=3)
     assert all(e.length == 20 for e in report.episodes)  # episode_steps defaults to the bundle horizon
     evals = [e for e in report.episodes if e.kind != "query"]
     queries = [e for e in report.episodes if e.kind == "query"]
     assert len({e.seed for e in evals}) == 1
-    assert len({e.seed for e in queries}) == len(queries) and evals[0].seed not in {e.seed for e in queries}
+    by_step = {step: {e.seed for e in queries if e.step == step} for step in (1, 2)}
+    assert all(len(seeds) == 1 for seeds in by_step.values()) and by_step[1] != by_step[2]
+    assert evals[0].seed not in by_step[1] | by_step[2]
     assert report.post_adaptation_returns == (report.pre_adaptation_return,) * 2
     # The baseline query (round 0, query 0) runs the same params as pre but on another seed: a different return.
     assert queries[0].episode_return != report.pre_adaptation_return

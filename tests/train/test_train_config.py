@@ -56,10 +56,24 @@ def test_config_for_applies_preset_then_overrides_and_ignores_none() -> None:
         cfg = train.config_for(family)
         assert cfg.family == family
         for key, value in preset.items():
-            assert getattr(cfg, key) == value
+            if key == "adaptation":  # the preset names some operator settings; the rest keep their defaults
+                assert {k: getattr(cfg.adaptation, k) for k in value} == value
+            else:
+                assert getattr(cfg, key) == value
     cfg = train.config_for("halfcheetah_fb", sigma=0.3, iterations=None)
     assert cfg.sigma == 0.3
     assert cfg.iterations == train.PRESETS["halfcheetah_fb"]["iterations"]
+
+
+def test_adaptation_flags_merge_into_the_preset_field_by_field() -> None:
+    """The two CLI bugs of issue 15: --adapt-queries was ignored without --adaptation, and naming the operator threw
+    the family preset away. Overrides now change only the settings they name."""
+    preset = train.PRESETS["four_corners"]["adaptation"]
+    cfg = train.config_for("four_corners", adaptation={"queries": 3})
+    assert cfg.adaptation.queries == 3
+    assert (cfg.adaptation.sigma, cfg.adaptation.mode) == (preset["sigma"], preset["mode"])
+    cfg = train.config_for("four_corners", adaptation={"name": "hill_climb"})
+    assert cfg.adaptation.operator_dict() == {**cfg.adaptation.operator_dict(), **preset}
 
 
 def test_config_survives_a_json_round_trip() -> None:
