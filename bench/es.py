@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from metactl.report import format_table, write_summary
+from metactl.report import format_table
+from metactl.summary import write_summary
 
 ARS_HALFCHEETAH = {
     "family": "halfcheetah_run",

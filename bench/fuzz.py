@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from metactl.deploy.fuzz_codec import fuzz_codec
-from metactl.report import format_table, write_summary
+from metactl.report import format_table
+from metactl.summary import write_summary
 
 
 def bench_fuzz(out_dir: str, *, frames: int = 1_000_000, seed: int = 0) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from metactl.emulator.launcher import emulator_process
-from metactl.report import format_table, write_summary
+from metactl.hardware_configs import config_path
+from metactl.report import format_table
+from metactl.summary import write_summary
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BASE_CONFIG = os.path.join(REPO, "hardware_configs", "serial_halfcheetah_fb.toml")
+BASE_CONFIG = config_path("serial_halfcheetah_fb")
 
 
 def bench_loop(out_dir: str, *, seconds: float = 10.0, rates: Sequence[int] = (500, 1000)) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from metactl.report import format_table, write_summary
+from metactl.report import format_table
+from metactl.summary import write_summary
 
 REFERENCE_HIDDEN = (512, 512, 512)
 REFERENCE_PLANNER = {"name": "random_shooting", "samples": 500, "horizon": 10}

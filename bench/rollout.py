@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from metactl.report import format_table, write_summary
+from metactl.report import format_table
+from metactl.summary import write_summary
 
 FAMILY = "halfcheetah_fb"
 

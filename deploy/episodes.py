@@ -39,14 +39,19 @@ class Seeds:
 class EpisodeRunner:
     """Runs episodes in one session and records each one."""
 
-    def __init__(self, session: RobotSession, steps: int, log_level: int = logging.DEBUG):
-        self.session, self.steps, self.log_level = session, steps, log_level
+    def __init__(self, session: RobotSession, steps: int, log_level: int = logging.DEBUG, record: bool = False):
+        self.session, self.steps, self.log_level, self.record = session, steps, log_level, record
         self.records: list[EpisodeRecord] = []
+        self.observations: dict[int, np.ndarray] = {}
+        """Episode index -> its observations [length + 1, obs_dim], for the 'pre' and 'post' episodes if ``record``."""
 
     def run(self, kind: str, controller: Controller, seed: int, step: int, rnd: int = -1, query: int = -1) -> float:
         """The return of one episode of ``kind`` ('pre', 'query' or 'post') driven by ``controller``."""
-        ret, length = self.session.episode(controller, seed, self.steps)
+        seen: list[np.ndarray] | None = [] if self.record and kind != "query" else None
+        ret, length = self.session.episode(controller, seed, self.steps, seen)
         record = EpisodeRecord(len(self.records), kind, step, rnd, query, seed, ret, length)
+        if seen is not None:
+            self.observations[record.index] = np.array(seen)
         self.records.append(record)
         self.session.log_fn("/adaptation", dataclasses.asdict(record))
         log.log(self.log_level, "episode %d (%s, step %d): return %.3f", len(self.records) - 1, kind, step, ret)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import os
 from typing import Any
 
 import numpy as np
+
+from metactl.summary import jsonable, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class OnlineReport:
     status: str = "completed"
     events: tuple[dict[str, Any], ...] = ()
     health: dict[str, Any] = dataclasses.field(default_factory=dict)
+    observations: dict[int, np.ndarray] = dataclasses.field(default_factory=dict, compare=False)
+    """Episode index -> observations [length + 1, obs_dim] of the pre and post episodes (``run_online(record=...)``)."""
 
     @property
     def post_adaptation_return(self) -> float:
@@ -79,27 +82,15 @@ class OnlineReport:
             "adaptation": self.adaptation,
             "seed": self.seed,
             "status": self.status,
-            "events": [_jsonable(e) for e in self.events],
-            **_jsonable(self.health),
+            "events": [jsonable(e) for e in self.events],
+            **jsonable(self.health),
         }
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy arrays and scalars inside ``value`` as lists and floats (for ``summary.json``)."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def write_report(report: OnlineReport, out_dir: str, resolved_config: dict[str, Any]) -> None:
     """Write summary.json (with the resolved hardware config), episodes.csv, adapted_params.npy, adaptation.png."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump({**report.summary(), "hardware_config": resolved_config}, f, indent=2)
+    write_summary(out_dir, {**report.summary(), "hardware_config": resolved_config})
     fields = [f.name for f in dataclasses.fields(EpisodeRecord)]
     with open(os.path.join(out_dir, "episodes.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)

@@ -78,6 +78,7 @@ def run_online(
     port: str | None = None,
     time_scale: float | None = None,
     mode: str | None = None,
+    record: bool = False,
 ) -> OnlineReport:
     """Adapt the bundle on the robot of ``config`` (a ``HardwareConfig`` or a TOML path).
 
@@ -88,7 +89,7 @@ def run_online(
     module docstring. Episodes are paced at the control rate x ``time_scale`` (default: real time on a serial
     robot, unpaced on a simulated one). Writes the report and ``run.mcap`` to ``out_dir`` if given. A run that
     had to stop safely (link lost, state limit) returns a report whose ``status`` says why. ``progress`` logs
-    every episode at INFO.
+    every episode at INFO. ``record`` keeps the observations of the pre and post episodes in the report (for videos).
     """
     if isinstance(adaptation_steps, bool) or not isinstance(adaptation_steps, int) or adaptation_steps < 1:
         raise ValueError(f"adaptation_steps must be a positive integer, got {adaptation_steps!r}")
@@ -119,7 +120,7 @@ def run_online(
                 idle_fn=logger.set_budget if logger else None,
             ) as session,
         ):
-            runner = EpisodeRunner(session, steps, logging.INFO if progress else logging.DEBUG)
+            runner = EpisodeRunner(session, steps, logging.INFO if progress else logging.DEBUG, record)
             try:
                 plan.run(runner, seeds, adaptation_steps)
             except RunStoppedError as e:
@@ -155,6 +156,7 @@ def run_online(
         status=status,
         events=events,
         health=health,
+        observations=runner.observations if runner is not None else {},
     )
     log.info("adaptation on %s: return %.3f -> %.3f", config.robot.name, report.pre_adaptation_return,
              report.post_adaptation_return)  # fmt: skip

@@ -116,17 +116,24 @@ class RobotSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def episode(self, controller: Controller, seed: int, steps: int) -> tuple[float, int]:
-        """(return, length) of one episode; re-run on the simulation if the link fails over to it."""
+    def episode(
+        self, controller: Controller, seed: int, steps: int, observations: list[np.ndarray] | None = None
+    ) -> tuple[float, int]:
+        """(return, length) of one episode; re-run on the simulation if the link fails over to it. Every observation
+        of the episode is appended to ``observations`` if given (the start state first)."""
         while True:
+            if observations is not None:
+                observations.clear()
             try:
-                return self._episode(controller, seed, steps)
+                return self._episode(controller, seed, steps, observations)
             except (LinkLostError, RobotFaultError, SafetyStopError) as e:
                 self._on_failure(e)
             finally:
                 self._release_log_writer()  # between episodes
 
-    def _episode(self, controller: Controller, seed: int, steps: int) -> tuple[float, int]:
+    def _episode(
+        self, controller: Controller, seed: int, steps: int, observations: list[np.ndarray] | None
+    ) -> tuple[float, int]:
         """Each control step: wake at the deadline, read the robot's answer to the last command, infer,
         guard, write, log. The robot answers while the loop sleeps, so a cycle never waits on the line."""
         link, timer, safety, log_fn = self.link, self.timer, self.safety, self.log_fn
@@ -136,6 +143,8 @@ class RobotSession:
         safety.reset()
         controller.reset()
         state = link.read_state()
+        if observations is not None:
+            observations.append(state.obs)
         total, length = 0.0, 0
         cmd = sent = safety.safe_command  # what the previous cycle sent (logged with the state it caused)
         timer.start()
@@ -151,6 +160,8 @@ class RobotSession:
                 else:  # the answer never came: this transition's reward is unknown, not the last one again
                     self.missed_steps += 1
                     log_fn("/fault", {"source": "runtime", "code": "missed_reply", "episode": index, "step": step - 1})
+                if observations is not None:
+                    observations.append(state.obs)
                 log_fn("/state", {"episode": index, "step": step - 1, "t": state.t, "obs": state.obs,
                                   "reward": state.reward})  # fmt: skip
                 log_fn("/command", {"episode": index, "step": step - 1, "policy": cmd, "sent": sent})

@@ -30,7 +30,7 @@ class SimRobot:
         from metactl import sim  # lazy: only the simulated robot needs MuJoCo
 
         self.family = sim.make_family(family_name)
-        self.task = _resolve_task(sim, self.family, task)
+        self.task = resolve_task(sim, self.family, task)
         try:
             self.batch = self.family.make_batch([self.task])
         except sim.TaskError:
@@ -99,7 +99,7 @@ class SimRobot:
         return self._state
 
 
-def _resolve_task(sim: Any, family: Any, task: int | Mapping[str, Any]) -> Any:
+def resolve_task(sim: Any, family: Any, task: int | Mapping[str, Any]) -> Any:
     """A ``sim.Task`` from a test-task index or a task dict; ``sim.TaskError`` if impossible."""
     if isinstance(task, int) and not isinstance(task, bool):
         tests = family.test_tasks()

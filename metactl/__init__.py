@@ -1,3 +1,3 @@
 """metactl: meta-trained robot controllers from simulation to hardware."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

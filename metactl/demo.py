@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from metactl.report import format_table, write_summary
-
-HARDWARE_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hardware_configs")
+from metactl.hardware_configs import config_path as shipped_config
+from metactl.report import format_table
+from metactl.summary import write_summary
 
 DEMO_BUDGET: dict[str, dict[str, Any]] = {}
 """Per-family overrides of the training preset for the demo (must fit 10 minutes on 2 cores)."""
@@ -38,13 +38,16 @@ def run_demo(
     workers: int | None = None,
     backend: str = "local",
     address: str | None = None,
+    video: bool = False,
 ) -> dict[str, Any]:
+    """Train, export and adapt on every held-out task (see the module docstring); ``video`` writes MP4s of the first
+    run per task, before and after adaptation, into its robot folder."""
     from metactl import deploy, train
     from metactl.deploy.export import export_bundle
 
     t0 = time.perf_counter()
     _test_tasks(family)  # an unknown family fails here, naming the known ones
-    config_path = os.path.join(HARDWARE_CONFIGS, f"sim_{family}.toml")
+    config_path = shipped_config(f"sim_{family}")
     hw = deploy.load_hardware_config(config_path)
     overrides = QUICK_BUDGET if quick else DEMO_BUDGET.get(family, {})
     results: dict[str, dict[str, Any]] = {}
@@ -56,19 +59,21 @@ def run_demo(
         n_tasks, repeats = len(_test_tasks(family)), 1 if quick else REPEATS.get(family, 2)
         reports = [
             [
-                deploy.run_online(
+                _robot_run(
                     bundle,
                     hw,
-                    task=i,
-                    seed=seed * 1000 + r,
-                    out_dir=os.path.join(out_dir, f"robot_{label}", f"task_{i}_run_{r}"),
-                ).summary()
+                    i,
+                    seed * 1000 + r,
+                    os.path.join(out_dir, f"robot_{label}", f"task_{i}_run_{r}"),
+                    video and r == 0,
+                )
                 for r in range(repeats)
             ]
             for i in range(n_tasks)
         ]
         results[label] = {
             "bundle": os.path.abspath(bundle),
+            "videos": {f"task_{i}": runs[0]["videos"] for i, runs in enumerate(reports) if "videos" in runs[0]},
             "pre": [float(np.mean([r["pre_adaptation_return"] for r in runs])) for runs in reports],
             "post": [float(np.mean([r["post_adaptation_return"] for r in runs])) for runs in reports],
             "episodes": sum(r["episodes"] for runs in reports for r in runs),
@@ -79,6 +84,19 @@ def run_demo(
     _plot(results, os.path.join(out_dir, "demo_returns.png"), family)
     write_summary(out_dir, summary)
     _print(summary, results)
+    return summary
+
+
+def _robot_run(bundle: str, hw: Any, task: int, seed: int, out: str, video: bool) -> dict[str, Any]:
+    """One online-adaptation run through the runtime on the simulated robot; its summary."""
+    from metactl import deploy
+
+    report = deploy.run_online(bundle, hw, task=task, seed=seed, out_dir=out, record=video)
+    summary = report.summary()
+    if video:
+        from metactl.videos import report_videos
+
+        summary["videos"] = report_videos(report, hw, out)
     return summary
 
 
@@ -104,6 +122,7 @@ def _summarize(family: str, seed: int, results: dict[str, dict[str, Any]], wall_
             "baseline_post_adaptation_return": base["post"],
         },
         "bundle": meta["bundle"],
+        "videos": {label: r["videos"] for label, r in results.items() if r["videos"]},
         "baseline_bundle": base["bundle"],
         "robot_episodes": meta["episodes"] + base["episodes"],
         "runs_per_task": meta["runs_per_task"],

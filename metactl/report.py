@@ -1,9 +1,7 @@
-"""Plain-text summary tables and summary.json, printed at the end of every command."""
+"""Plain-text summary tables, printed at the end of every command."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,11 +21,3 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
-
-
-def write_summary(out_dir: str, summary: dict[str, Any]) -> str:
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "summary.json")
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=2)
-    return path

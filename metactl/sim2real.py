@@ -15,7 +15,8 @@ from typing import Any
 
 from metactl.deploy import load_hardware_config, run_online
 from metactl.emulator.launcher import emulator_process
-from metactl.report import format_table, write_summary
+from metactl.report import format_table
+from metactl.summary import write_summary
 
 
 def run_sim2real(
@@ -27,6 +28,7 @@ def run_sim2real(
     adaptation_steps: int = 1,
     seed: int = 0,
     time_scale: float = 1.0,
+    video: bool = False,
 ) -> dict[str, Any]:
     """Run every scenario (default: all that fit the robot); the summary dict (also written to disk)."""
     from metactl.emulator.scenarios import MUJOCO_ONLY, SCENARIOS
@@ -46,7 +48,7 @@ def run_sim2real(
         with emulator_process(config_path, scenario_dir, name) as emu:
             report = run_online(
                 bundle, config, port=emu.port, out_dir=scenario_dir, adaptation_steps=adaptation_steps,
-                seed=seed, time_scale=time_scale,
+                seed=seed, time_scale=time_scale, record=video,
             )  # fmt: skip
         timing = report.health.get("timing", {})
         results[name] = {
@@ -58,6 +60,10 @@ def run_sim2real(
             "deadline_met_fraction": timing.get("deadline_met_fraction"),
             "log": os.path.join(scenario_dir, "run.mcap"),
         }
+        if video:
+            from metactl.videos import report_videos
+
+            results[name]["videos"] = report_videos(report, config, scenario_dir)
     summary = {"bundle": bundle, "config": config_path, "seed": seed, "scenarios": results}
     write_summary(out_dir, summary)
     _plot(results, os.path.join(out_dir, "sim2real.png"))

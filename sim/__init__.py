@@ -1,11 +1,17 @@
 """Simulated task families for meta-learning (MuJoCo and 2-D navigation).
 
-Depends on no other metactl package. Importing it registers the Gymnasium envs
+Depends on no other metactl package. Without a display, offscreen rendering defaults to EGL
+(``MUJOCO_GL=egl``). Importing it registers the Gymnasium envs
 ``metactl/FourCorners-v0``, ``metactl/MultiGoalCircle-v0``,
 ``metactl/HalfCheetahForwardBackward-v0``, ``metactl/HalfCheetahGoalVelocity-v0`` and
 ``metactl/AntForwardBackward-v0``, and GrBAL's ``metactl/HalfCheetahDisabledJoint-v0``,
 ``metactl/HalfCheetahSlope-v0``, ``metactl/HalfCheetahPier-v0`` and ``metactl/AntCrippledLeg-v0``.
 """
+
+import os
+
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"  # no display: offscreen rendering (read when MuJoCo's GL loads)
 
 from metactl.sim.registry import FAMILIES, make_family, register_envs
 from metactl.sim.rollout import BatchPolicy, RolloutResult, rollout

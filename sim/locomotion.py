@@ -170,6 +170,21 @@ class MujocoBatch(BatchSim):
         reward, terminated = fam.reward((x - x_before) * self.inv_dt, actions, self.obs, self.target)
         return self.obs.copy(), reward, terminated
 
+    def step_one(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """``step`` for a batch of one (a Gymnasium env): the same physics and reward, without the batch's loops;
+        the observation returned is a view that the next step overwrites."""
+        fam = self.family
+        action = np.minimum(np.maximum(action, fam.action_low), fam.action_high)
+        m, d, ctrl, qpos, qpos_obs, qvel, obs_pos, obs_vel = self._slots[0]
+        x_before = qpos[0]
+        ctrl[:] = action if self.gain is None else action * self.gain[0]
+        mujoco.mj_step(m, d, self.frame_skip)
+        self.x[0] = qpos[0]
+        obs_pos[:] = qpos_obs
+        obs_vel[:] = qvel
+        reward, terminated = fam.reward_one((qpos[0] - x_before) * self.inv_dt, action, self.obs[0], self.target[0])
+        return self.obs[0], reward, terminated
+
 
 class LocomotionFamily(TaskFamily):
     """Shared machinery; subclasses set the model, the task type and the reward."""
@@ -229,6 +244,11 @@ class LocomotionFamily(TaskFamily):
 
     def ctrl_penalty(self, actions: np.ndarray) -> np.ndarray:
         return self.ctrl_cost * np.einsum("ij,ij->i", actions, actions)
+
+    def reward_one(self, vx: float, action: np.ndarray, obs: np.ndarray, target: float) -> tuple[float, bool]:
+        """``reward`` of one instance (the Gymnasium env's step), computed by ``reward`` itself on batches of one."""
+        reward, terminated = self.reward(np.array([vx]), action[None], obs[None], np.array([target]))
+        return float(reward[0]), bool(terminated[0])
 
 
 class _ForwardBackward(LocomotionFamily):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import gymnasium
-
 from metactl.sim.adaptive_locomotion import AntCrippledLeg, HalfCheetahDisabledJoint, HalfCheetahPier, HalfCheetahSlope
 from metactl.sim.locomotion import (
     AntForwardBackward,
@@ -45,7 +43,7 @@ def make_family(name: str) -> TaskFamily:
 
 
 def register_envs() -> None:
-    """Register every family as a Gymnasium env (idempotent)."""
-    for name, cls in FAMILIES.items():
-        if cls.env_id not in gymnasium.registry:
-            gymnasium.register(cls.env_id, entry_point="metactl.sim.gym_env:TaskFamilyEnv", kwargs={"family": name})
+    """Register every family as a Gymnasium env (idempotent; ``metactl.gymnasium_envs`` holds the ids)."""
+    from metactl import gymnasium_envs
+
+    gymnasium_envs.register()

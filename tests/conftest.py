@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"  # before any test module imports MuJoCo: offscreen rendering
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +41,7 @@ def short_config(tmp_path) -> Callable[[str, int], str]:
 
     def make(name: str, steps: int) -> str:
         with open(os.path.join(REPO_ROOT, "hardware_configs", name)) as f:
-            text = f.read().replace("# episode_steps = 1000", f"episode_steps = {steps}")
+            text = re.sub(r"# episode_steps = \d+", f"episode_steps = {steps}", f.read())
         path = tmp_path / f"short_{steps}_{name}"
         path.write_text(text)
         return str(path)

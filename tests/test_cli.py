@@ -29,17 +29,17 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 
 
 def test_unknown_task_family_is_one_line(tmp_path):
-    proc = metactl("train", "--family", "half_cheeta", "--out", str(tmp_path / "x"))
+    proc = metactl("train", "es", "--family", "half_cheeta", "--out", str(tmp_path / "x"))
     assert_one_line_error(proc, "half_cheeta", "four_corners", "halfcheetah_fb")
 
 
 def test_bad_argument_value_is_one_line(tmp_path):
-    proc = metactl("train", "--iterations", "many", "--out", str(tmp_path / "x"))
-    assert_one_line_error(proc, "--iterations", "invalid int value")
+    proc = metactl("train", "es", "--iterations", "many", "--out", str(tmp_path / "x"))
+    assert_one_line_error(proc, "--iterations", "invalid literal for int")
 
 
 def test_bad_setting_names_the_field(tmp_path):
-    proc = metactl("train", "--directions", "0", "--out", str(tmp_path / "x"))
+    proc = metactl("train", "es", "--directions", "0", "--out", str(tmp_path / "x"))
     assert_one_line_error(proc, "directions")
 
 
@@ -95,8 +95,9 @@ def test_bundle_that_does_not_match_the_robot_is_one_line(quick_demo, tmp_path):
 
 def test_train_export_run_chain(tmp_path):
     run = tmp_path / "run"
-    args = ["--iterations", "2", "--directions", "2", "--tasks", "1", "--eval-every", "1", "--no-progress"]
-    assert metactl("train", "--out", str(run), *args).returncode == 0
+    args = ["--iterations", "2", "--directions", "2", "--tasks-per-iteration", "1", "--eval-every", "1"]
+    args += ["--no-progress"]
+    assert metactl("train", "es", "--out", str(run), *args).returncode == 0
     assert metactl("export", "--run", str(run), "--out", str(tmp_path / "bundle")).returncode == 0
     config = os.path.join(ROOT, "hardware_configs", "sim_four_corners.toml")
     proc = metactl("run", "--bundle", str(tmp_path / "bundle"), "--config", config, "--out", str(tmp_path / "robot"))
@@ -121,8 +122,9 @@ def test_emulate_unknown_scenario_is_one_line(tmp_path):
 def hc_cli_bundle(tmp_path_factory):
     """A HalfCheetah bundle from a one-iteration CLI training run with 10-step episodes."""
     tmp = tmp_path_factory.mktemp("hc_cli")
-    args = ["--family", "halfcheetah_fb", "--iterations", "1", "--directions", "1", "--tasks", "1", "--horizon", "10"]
-    assert metactl("train", "--out", str(tmp / "run"), *args, "--eval-every", "1", "--no-progress").returncode == 0
+    args = ["--family", "halfcheetah_fb", "--iterations", "1", "--directions", "1", "--tasks-per-iteration", "1"]
+    args += ["--horizon", "10", "--eval-every", "1", "--no-progress"]
+    assert metactl("train", "es", "--out", str(tmp / "run"), *args).returncode == 0
     assert metactl("export", "--run", str(tmp / "run"), "--out", str(tmp / "bundle")).returncode == 0
     return str(tmp / "bundle")
 
@@ -204,9 +206,9 @@ def test_model_based_flags_on_the_wrong_kind_are_one_line(quick_demo, tmp_path):
     proc = metactl("run", "--bundle", bundle, "--config", config, "--out", str(tmp_path), "--mode", "grbal")
     assert_one_line_error(proc, "--mode applies to model bundles only")
     proc = metactl("train", "grbal", "--out", str(tmp_path / "x"), "--directions", "3")
-    assert_one_line_error(proc, "directions apply to ES training only")
-    proc = metactl("train", "--out", str(tmp_path / "y"), "--threads", "1")
-    assert_one_line_error(proc, "threads apply to 'metactl train grbal|rebal|mb' only")
+    assert_one_line_error(proc, "Unrecognized options: --directions", "metactl train grbal --help")
+    proc = metactl("train", "es", "--out", str(tmp_path / "y"), "--threads", "1")
+    assert_one_line_error(proc, "Unrecognized options: --threads", "metactl train es --help")
 
 
 def test_eval_writes_one_key_per_method(mb_cli_runs, tmp_path):
@@ -233,3 +235,19 @@ def test_bench_mpc_smoke(mb_cli_runs, tmp_path):
         assert isinstance(summary[key], float) and np.isfinite(summary[key]), key
     for config in summary["configs"].values():
         assert config["plan_gflops"] > 0 and config["gemm_gflops"] > 0
+
+
+def test_run_writes_videos_before_and_after_adaptation(hc_cli_bundle, tmp_path, short_config):
+    """--video on a simulated robot: MP4s of the pre and post episodes, linked from summary.json."""
+    import imageio.v2 as imageio
+
+    config = short_config("sim_halfcheetah_fb.toml", 12)
+    out = tmp_path / "robot"
+    proc = metactl("run", "--bundle", hc_cli_bundle, "--config", config, "--out", str(out), "--video")
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "summary.json") as f:
+        videos = json.load(f)["videos"]
+    assert set(videos) == {"pre", "post_1"}
+    for path in videos.values():
+        frames = imageio.mimread(path, memtest=False)
+        assert len(frames) == 13 and frames[0].shape == (240, 320, 3)  # 12 steps + the start, 20 Hz: every frame

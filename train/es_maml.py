@@ -35,6 +35,7 @@ from metactl.controllers import (
     save_policy,
 )
 from metactl.sim import TaskFamily, make_family
+from metactl.summary import write_summary
 from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
 from metactl.train.config import ConfigError, TrainConfig
 from metactl.train.lockstep import Evaluator
@@ -302,6 +303,5 @@ def _finish(
         "policy": policy_path,
         "learning_curve": os.path.join(out_dir, "learning_curve.png"),
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_summary(out_dir, summary)
     return TrainResult(out_dir, policy_path, summary)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,11 @@ def heldout_returns(
     seed: int,
     episodes: int = 1,
     adapt: bool = True,
+    video: str | None = None,
 ) -> dict[str, float]:
     """Mean return per held-out test task of the model run as ``mode`` (grbal, rebal, mb, mb_de) with MPC;
-    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``."""
+    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``. ``video``: a path prefix;
+    the first episode of each task is written as ``<video>_<task>.mp4``."""
     tasks = [t for t in family.test_tasks() for _ in range(episodes)]
     rng = np.random.default_rng([seed, EVAL_SEED_KEY])
     seeds = [int(s) for s in rng.integers(2**31 - 1, size=len(tasks))]
@@ -49,7 +52,13 @@ def heldout_returns(
     controller = MPCController(
         model, build_planner(planner, family), ForwardCost(family.observation_names, family.reward_spec), rng, adapt
     )
-    returns = run_episodes(family, tasks, seeds, steps, rng, controller).returns()
+    eps = run_episodes(family, tasks, seeds, steps, rng, controller)
+    returns = eps.returns()
+    if video is not None:
+        from metactl.sim.render import render_episode
+
+        for i in range(0, len(tasks), episodes):
+            render_episode(family, tasks[i], eps.obs[i, : eps.lengths[i] + 1], f"{video}_{task_label(tasks[i])}.mp4")
     out: dict[str, list[float]] = {}
     for task, ret in zip(tasks, returns, strict=True):
         out.setdefault(task_label(task), []).append(float(ret))
@@ -61,7 +70,7 @@ METHOD_MODES = {"grbal": ("grbal",), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
 
 
 def evaluate_runs(
-    run_dirs: list[str], *, episodes: int = 1, steps: int = 0, de_lr: float | None = None
+    run_dirs: list[str], *, episodes: int = 1, steps: int = 0, de_lr: float | None = None, video_dir: str | None = None
 ) -> dict[str, Any]:
     """Held-out returns of every run in ``run_dirs`` (``metactl train grbal|rebal|mb`` outputs, one family).
 
@@ -86,6 +95,7 @@ def evaluate_runs(
             returns = heldout_returns(
                 family, spec, params, stats, mode, extra["planner"], window=int(extra["window"]), lr=lr,
                 steps=steps or family.horizon, seed=int(cfg["seed"]), episodes=episodes,
+                video=None if video_dir is None else os.path.join(video_dir, f"video_{mode}_seed{cfg['seed']}"),
             )  # fmt: skip
             for task, value in returns.items():
                 per_seed.setdefault(mode, {}).setdefault(task, []).append(value)

@@ -32,6 +32,7 @@ from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCos
 from metactl.controllers.mpc import MPCController
 from metactl.controllers.serialization import save_dynamics_model
 from metactl.sim import TaskFamily, make_family
+from metactl.summary import write_summary
 from metactl.train import dynamics_model as dm
 from metactl.train.config import ConfigError
 from metactl.train.mb_config import MBConfig
@@ -214,8 +215,7 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
         "env_steps": state.env_steps, "wall_s": time.perf_counter() - t_start, "heldout_returns": heldout,
         "heldout_return": float(np.mean(list(heldout.values()))), "model": model_path, "curve": curves.png_path,
     }  # fmt: skip
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_summary(out_dir, summary)
     return MBResult(out_dir, model_path, summary)
 
 

@@ -56,7 +56,9 @@ def test_a_run_writes_every_output(tiny_run_dir: str, tiny_run: dict[str, Any]) 
         "heldout_post_per_task",
         "policy",
         "learning_curve",
+        "versions",
     }
+    assert summary["versions"]["metactl"] and summary["versions"]["numpy"] and summary["versions"]["mujoco"]
     assert (summary["family"], summary["meta"], summary["seed"], summary["iterations"]) == ("four_corners", True, 0, 3)
     assert len(summary["heldout_post_per_task"]) == 4  # the four test corners
     assert summary["heldout_post_adaptation_return"] == pytest.approx(np.mean(summary["heldout_post_per_task"]))

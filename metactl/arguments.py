@@ -1,0 +1,243 @@
+"""What each ``metactl`` command takes: one frozen dataclass per command, whose field docstrings are its --help.
+
+``metactl.cli`` turns these into flags (with tyro) and hands the parsed instance to ``metactl.commands``.
+Training commands also carry their config (``TrainConfig`` / ``MBConfig``) as ``settings``, flattened into
+flags without a prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any, ClassVar, Literal
+
+import tyro
+
+Unset = Annotated[str, tyro.conf.arg(metavar="PATH")]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Workers:
+    workers: int | None = None
+    """Rollout worker processes (default: one per core); changes the speed, never the result."""
+    backend: Literal["local", "ray"] = "local"
+    """Local processes or Ray (``pip install 'metactl[ray]'``)."""
+    address: str | None = None
+    """With --backend ray: the address of an existing Ray cluster to join."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainES(_Workers):
+    """Meta-train an ES-MAML policy (--no-meta: the non-meta baseline on the same ES budget)."""
+
+    out: Unset = tyro.MISSING
+    """Output folder: checkpoints, metrics.csv, TensorBoard (tb/), learning_curve.png, policy.npz, summary.json."""
+    settings: Annotated[Any, tyro.conf.arg(name="")] = None
+    config: str | None = None
+    """Start from a saved config (a run folder, its config.json, or a TOML file) instead of the family's preset."""
+    resume: bool = False
+    """Continue the run in --out from its newest intact checkpoint."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainModelBased:
+    """Meta-train a GrBAL / ReBAL / MB dynamics model with on-policy MPC data collection."""
+
+    out: Unset = tyro.MISSING
+    """Output folder: checkpoints, data/, metrics.csv, TensorBoard (tb/), curve.png, model.npz, summary.json."""
+    settings: Annotated[Any, tyro.conf.arg(name="")] = None
+    config: str | None = None
+    """Start from a saved config (a run folder, its config.json, or a TOML file) instead of the defaults."""
+    resume: bool = False
+    """Continue the run in --out from its newest intact checkpoint."""
+    progress: bool = True
+    """Show a progress bar."""
+    threads: int = 1
+    """Torch threads (these small ops run slower on more, and much slower when jobs share cores)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """Export a trained policy or dynamics model as an ONNX bundle (graphs + metadata.json)."""
+
+    run: Unset = tyro.MISSING
+    """A 'metactl train' output folder (or its policy.npz / model.npz)."""
+    out: Unset = tyro.MISSING
+    """Bundle folder to write: new, empty, or an earlier bundle to replace."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Run a bundle on the robot of a hardware config, adapting online; exit code 0/3/4 (see metactl --help)."""
+
+    bundle: Unset = tyro.MISSING
+    """The bundle folder ('metactl export --out')."""
+    config: Unset = tyro.MISSING
+    """Hardware config TOML, e.g. hardware_configs/sim_four_corners.toml."""
+    out: Unset = tyro.MISSING
+    """Output folder: summary.json, episodes.csv, run.mcap, adaptation.png."""
+    task: int | None = None
+    """Simulated robot: index of the held-out test task (overrides [sim] task)."""
+    adapt_steps: int = 1
+    """Adaptation steps, each a full operator run (policies) or one adapting episode (models)."""
+    seed: int = 0
+    """Seed of every episode seed and of the operator's noise (>= 0)."""
+    port: str | None = None
+    """Serial robot: device path or pyserial URL (overrides [serial] port)."""
+    time_scale: float | None = None
+    """Pace at the control rate x this (default: 1 on hardware, 0 = unpaced in simulation)."""
+    mode: Literal["grbal", "rebal", "mb", "mb_de"] | None = None
+    """Model bundles: run as (default: the bundle's method; mb: frozen model; mb_de: dynamic evaluation)."""
+    progress: bool = True
+    """Log every episode."""
+    video: bool = False
+    """Write MP4s of the episodes before and after adaptation (needs the 'video' extra)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Eval:
+    """Held-out table of GrBAL, ReBAL, MB and MB+DE runs over seeds."""
+
+    runs: Annotated[tuple[str, ...], tyro.conf.Positional] = ()
+    """'metactl train grbal|rebal|mb' output folders (one family)."""
+    out: str = "runs/eval"
+    """Output folder for summary.json."""
+    episodes: int = 1
+    """Episodes per held-out task and run."""
+    steps: int = 0
+    """Control steps per episode (0: the family's horizon)."""
+    de_lr: float | None = None
+    """MB+DE step size (default: the run's inner_lr)."""
+    threads: int = 1
+    """Torch threads."""
+    video: bool = False
+    """Write MP4s of the episodes of the first held-out episode per task and method (needs the 'video' extra)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Demo(_Workers):
+    """The whole chain: meta-train ES-MAML and the baseline, export, adapt online on held-out tasks."""
+
+    out: str = "runs/demo"
+    """Output folder."""
+    family: str = "four_corners"
+    """Task family (see 'metactl families')."""
+    seed: int = 0
+    """Seed of the whole demo."""
+    quick: bool = False
+    """A tiny budget (smoke test)."""
+    progress: bool = True
+    """Show progress bars."""
+    video: bool = False
+    """Write MP4s of the episodes before and after adaptation (needs the 'video' extra)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Emulate:
+    """Play the robot of a hardware config behind the serial protocol, on a pty (or TCP)."""
+
+    config: Unset = tyro.MISSING
+    """Hardware config with an [emulator] section."""
+    listen: str | None = None
+    """Serve TCP instead of a pty, e.g. tcp://127.0.0.1:5555 (port 0: any free port)."""
+    port_file: str | None = None
+    """Also write the device path / URL to this file."""
+    scenario: str | None = None
+    """A sim2real scenario to apply (payload, latency_2, ...)."""
+    busy_poll: bool = False
+    """Never sleep between frames (uses a whole core, like firmware's main loop)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sim2Real:
+    """Reality-gap scenarios through the runtime over the emulator's serial link."""
+
+    bundle: Unset = tyro.MISSING
+    """The bundle folder."""
+    config: Unset = tyro.MISSING
+    """A serial robot's hardware config with an [emulator] section."""
+    out: str = "runs/sim2real"
+    """Output folder."""
+    scenarios: str | None = None
+    """Comma-separated subset (default: all that fit the robot)."""
+    adapt_steps: int = 1
+    """Adaptation steps per scenario."""
+    seed: int = 0
+    """Seed of every episode."""
+    time_scale: float = 1.0
+    """Pace at the control rate x this (10 = ten times real time)."""
+    video: bool = False
+    """Write MP4s of the episodes before and after adaptation (needs the 'video' extra)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Families:
+    """List the task families and their held-out test tasks."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchRollout:
+    """Rollout throughput vs raw MuJoCo physics and Gymnasium, 1 vs 2 processes, local vs Ray."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.rollout:bench_rollout"
+    out: str = "runs/bench_rollout"
+    """Output folder."""
+    steps: int = 20_000
+    """Control steps per timed run."""
+    ray: bool = True
+    """Also compare Ray with local processes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchES:
+    """Plain ES (ARS V2-t) on HalfCheetah: episodes and wall time to return 3430, median over seeds."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.es:bench_es"
+    out: str = "runs/bench_es"
+    """Output folder."""
+    seeds: int = 5
+    """Seeds to take the median over."""
+    workers: int | None = None
+    """Rollout workers (default: one per core)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchLoop:
+    """The runtime against the emulator over a pty at 500 Hz and 1 kHz: deadlines, jitter, lost frames."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.loop:bench_loop"
+    out: str = "runs/bench_loop"
+    """Output folder."""
+    seconds: float = 10.0
+    """Seconds per rate."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchFuzz:
+    """A million random, truncated, corrupted and oversized frames through the protocol decoder."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.fuzz:bench_fuzz"
+    out: str = "runs/bench_fuzz"
+    """Output folder."""
+    frames: int = 1_000_000
+    """Frames to feed the decoder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchMPC:
+    """Adapt + plan time per control step on one core: the reference configuration vs our default."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.mpc:bench_mpc"
+    out: str = "runs/bench_mpc"
+    """Output folder."""
+    run: str | None = None
+    """A finished 'metactl train grbal|rebal|mb' output, to refit both models on its data and compare returns."""
+    steps: int = 200
+    """Timed control steps per configuration."""
+    refit_steps: int = 3000
+    """Gradient steps refitting both models."""
+    eval_steps: int = 0
+    """Control steps per held-out episode (0: the horizon)."""
+    episodes: int = 1
+    """Held-out episodes per test task."""
