@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import queue
+import re
 import struct
 import threading
 import time
@@ -46,14 +47,36 @@ _STOP = object()
 _ARRAY_ITEM_TYPES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number"}
 
 
+FAULT_TOPIC = "/fault"
+"""Faults are written as ``foxglove.Log`` messages (Foxglove's Log panel lists them), their own fields kept."""
+FOXGLOVE_LOG_SCHEMA: dict[str, Any] = {
+    "title": "foxglove.Log",
+    "type": "object",
+    "properties": {
+        "timestamp": {"type": "object", "title": "time", "properties": {
+            "sec": {"type": "integer", "minimum": 0}, "nsec": {"type": "integer", "minimum": 0, "maximum": 999999999}}},
+        "level": {"title": "foxglove.LogLevel", "type": "integer", "description": "3 WARNING, 4 ERROR"},
+        "message": {"type": "string"},
+        "name": {"type": "string"},
+        "file": {"type": "string"},
+        "line": {"type": "integer", "minimum": 0},
+    },
+}  # fmt: skip
+_LOG_LEVEL = {"safety": 3, "robot": 4, "runtime": 4}
+
+
 class RunLogger:
     """An MCAP run log fed from any thread; ``log`` never does I/O or encoding. Use as a context manager."""
 
-    def __init__(self, path: str, *, flush_interval_s: float = 0.1):
+    def __init__(self, path: str, *, flush_interval_s: float = 0.25, max_bytes: int = 1 << 31):
         self.path = path
         self.messages_written = 0
         """Records written so far (by the worker); after ``close()``, all that made it into the file."""
         self.records_failed = 0
+        self.records_dropped = 0
+        """High-rate records (states, commands) left out once the log reached ``max_bytes``; faults never are."""
+        self.max_bytes = max_bytes
+        self._field_names: dict[tuple[str, str], list[str]] = {}
         self._writer = McapWriter(path, flush_interval_s=flush_interval_s)
         self._flush_interval_s = flush_interval_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -74,10 +97,26 @@ class RunLogger:
         """
         if t_ns is None:
             t_ns = time.time_ns()
-        item = (topic, dict(record), t_ns)
+        self._put((self._write, topic, dict(record), t_ns))
+
+    def name_fields(self, topic: str, field: str, names: list[str] | tuple[str, ...]) -> None:
+        """Write array ``field`` of ``topic``'s records as an object of named numbers (Foxglove plots each by name);
+        ``names`` are the signals in array order, made identifier-safe (``pos:rootz`` -> ``pos_rootz``)."""
+        self._field_names[(topic, field)] = field_names(names)
+
+    def metadata(self, name: str, values: dict[str, Any]) -> None:
+        """A Metadata record (string values; others are written as JSON)."""
+        strings = {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in values.items()}
+        self._put((self._writer.metadata, name, strings))
+
+    def attach(self, name: str, media_type: str, data: bytes) -> None:
+        """A file inside the log (e.g. the bundle's metadata.json, the hardware config)."""
+        self._put((self._writer.attach, name, media_type, bytes(data)))
+
+    def _put(self, item: tuple[Any, ...]) -> None:
         with self._lock:
             if self._closed:
-                raise RuntimeError(f"RunLogger({self.path}) is closed: record on {topic!r} not logged")
+                raise RuntimeError(f"RunLogger({self.path}) is closed: {item[1]!r} not logged")
             self._queue.put(item)
 
     def set_budget(self, end: float) -> None:
@@ -126,7 +165,12 @@ class RunLogger:
                 if item is _STOP:
                     break
                 self._await_budget()
-                self._write(*item)
+                fn, *args = item
+                try:
+                    fn(*args)
+                except Exception as e:  # a record that cannot be written is counted and raised by close()
+                    self.records_failed += 1
+                    self._keep(e)
         finally:
             try:
                 self._writer.close()
@@ -139,17 +183,25 @@ class RunLogger:
                 )
 
     def _write(self, topic: str, record: dict[str, Any], t_ns: int) -> None:
-        try:
-            data = encode_record(record)
-            channel = self._channels.get(topic)
-            if channel is None:
-                channel = self._writer.add_channel(topic, schema_name(topic), record_schema(record))
-                self._channels[topic] = channel
-            self._writer.write(channel, t_ns, data)
-            self.messages_written += 1
-        except Exception as e:
-            self.records_failed += 1
-            self._keep(e)
+        if topic in HIGH_RATE and self._writer.bytes_written >= self.max_bytes:
+            self.records_dropped += 1
+            return
+        for (named_topic, field), names in self._field_names.items():
+            if named_topic == topic and field in record:
+                record[field] = dict(zip(names, np.asarray(record[field]).ravel().tolist(), strict=True))
+        if topic == FAULT_TOPIC:
+            record = as_foxglove_log(record, t_ns)
+        data = encode_record(record)
+        channel = self._channels.get(topic)
+        if channel is None:
+            schema = record_schema(record)
+            if topic == FAULT_TOPIC:
+                schema["properties"] = {**schema["properties"], **FOXGLOVE_LOG_SCHEMA["properties"]}
+            name = "foxglove.Log" if topic == FAULT_TOPIC else schema_name(topic)
+            channel = self._writer.add_channel(topic, name, schema)
+            self._channels[topic] = channel
+        self._writer.write(channel, t_ns, data)
+        self.messages_written += 1
 
     def _await_budget(self) -> None:
         while time.perf_counter() >= self._budget_end:
@@ -169,6 +221,36 @@ class RunLogger:
         if self._error is None:
             self._error = error
             log.error("RunLogger(%s): %r (raised again by close())", self.path, error)
+
+
+HIGH_RATE = ("/state", "/command")
+"""Topics written every control step: the ones left out once a log reaches its size limit."""
+
+
+def field_names(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Signal names as identifier-safe, unique JSON keys: ``vel:root.vx`` -> ``vel_root_vx``."""
+    out: list[str] = []
+    for name in names:
+        key = re.sub(r"\W+", "_", str(name)).strip("_") or "signal"
+        while key in out:
+            key += "_"
+        out.append(key)
+    return out
+
+
+def as_foxglove_log(record: dict[str, Any], t_ns: int) -> dict[str, Any]:
+    """A fault record with the fields of ``foxglove.Log`` added (its own fields kept)."""
+    source, code = str(record.get("source", "runtime")), str(record.get("code", "fault"))
+    detail = record.get("detail", "")
+    return {
+        **record,
+        "timestamp": {"sec": t_ns // 1_000_000_000, "nsec": t_ns % 1_000_000_000},
+        "level": _LOG_LEVEL.get(source, 4),
+        "message": f"{code}: {detail}" if detail else code,
+        "name": source,
+        "file": "",
+        "line": 0,
+    }
 
 
 def _last_non_daemon_thread() -> bool:

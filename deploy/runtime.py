@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from metactl.deploy.bundles import load_bundle
+from metactl.deploy.bundles import DeployedBundle, load_bundle
 from metactl.deploy.episodes import EpisodeRunner, Seeds
 from metactl.deploy.errors import BundleError
 from metactl.deploy.hardware_config import HardwareConfig, load_hardware_config
@@ -36,6 +37,7 @@ from metactl.deploy.metadata import BundleMetadata
 from metactl.deploy.report import OnlineReport, write_report
 from metactl.deploy.run_logger import RunLogger
 from metactl.deploy.session import RobotSession, RunStoppedError
+from metactl.summary import package_versions
 
 log = logging.getLogger(__name__)
 LOG_FILE = "run.mcap"
@@ -105,7 +107,8 @@ def run_online(
     logger = None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        logger = RunLogger(os.path.join(out_dir, LOG_FILE))
+        run = {"seed": seed, "adaptation_steps": adaptation_steps, "time_scale": time_scale, "mode": mode}
+        logger = open_log(os.path.join(out_dir, LOG_FILE), bundle, config, plan.description, run)
     status, runner = "completed", None
     link_info, health, events = {"link": config.robot.link}, {}, ()
     try:
@@ -163,6 +166,27 @@ def run_online(
     if out_dir is not None:
         write_report(report, out_dir, dataclasses.asdict(config))
     return report
+
+
+def open_log(
+    path: str, bundle: DeployedBundle, config: HardwareConfig, adaptation: dict[str, Any], run: dict[str, Any]
+) -> RunLogger:
+    """The run's MCAP log, opened with what a reader needs to understand it: named signal fields, a Metadata record
+    (bundle, config, adaptation, versions) and the bundle's metadata and the hardware config as attachments."""
+    logger = RunLogger(path)
+    logger.name_fields("/state", "obs", config.signals.observations)
+    for field in ("policy", "sent"):
+        logger.name_fields("/command", field, config.signals.actions)
+    logger.metadata("run", {"bundle": os.path.abspath(bundle.directory), "bundle_kind": bundle.meta.kind,
+                            "family": bundle.meta.family, "config": os.path.abspath(config.path),
+                            "robot": config.robot.name, "link": config.robot.link, "adaptation": adaptation,
+                            "observation_names": list(config.signals.observations),
+                            "action_names": list(config.signals.actions), **run,
+                            "versions": package_versions()})  # fmt: skip
+    logger.attach("bundle/metadata.json", "application/json", json.dumps(bundle.meta.raw, indent=2).encode())
+    with open(config.path, "rb") as f:
+        logger.attach(os.path.basename(config.path), "application/toml", f.read())
+    return logger
 
 
 @contextlib.contextmanager

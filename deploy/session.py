@@ -29,7 +29,8 @@ from metactl.deploy.sim_robot import open_fallback
 from metactl.deploy.transport import LinkLostError
 
 log = logging.getLogger(__name__)
-Logger = Callable[[str, dict[str, Any]], None]
+Logger = Callable[[str, dict[str, Any], int], None]
+"""``log(topic, record, t_ns)``: where a session's records go (``RunLogger.log``)."""
 
 
 class Controller(Protocol):
@@ -69,9 +70,11 @@ class RunStoppedError(RuntimeError):
 class RobotSession:
     """The robot of ``config``; ``port`` overrides ``[serial] port``; ``task`` a simulated robot's task.
 
-    ``log_fn(topic, record)`` receives every log record (e.g. ``RunLogger.log``); ``idle_fn(until)`` is told
-    when the loop sleeps (e.g. ``RunLogger.set_budget``); ``time_scale`` > 1 paces faster than real time (for
-    emulated or simulated robots), 0 runs unpaced.
+    ``log_fn(topic, record, t_ns)`` receives every log record (e.g. ``RunLogger.log``); ``idle_fn(until)`` is
+    told when the loop sleeps (e.g. ``RunLogger.set_budget``); ``time_scale`` > 1 paces faster than real time (for
+    emulated or simulated robots), 0 runs unpaced. Records are stamped with wall time on a paced run and with the
+    robot's simulated time (from the run's start, one control period per step) on an unpaced one, so a log of a
+    simulation replays at the robot's own speed.
     """
 
     def __init__(
@@ -85,7 +88,9 @@ class RobotSession:
         idle_fn: Callable[[float], None] | None = None,
     ):
         self.config, self.task = config, task
-        self.log_fn = log_fn or (lambda topic, record: None)
+        self._log = log_fn or (lambda topic, record, t_ns=None: None)
+        self._t0_ns, self._steps_done = time.time_ns(), 0
+        self._simulated_time = time_scale == 0
         self.safety = SafetyLayer(config, sink=self.log_fn)
         self.timer = LoopTimer(config.control.period_s, time_scale, idle_fn)
         self._idle_fn = idle_fn
@@ -103,6 +108,13 @@ class RobotSession:
         except BaseException:  # anything else (Ctrl-C, SIGTERM, a bad fallback): never leave the robot running
             self.close()
             raise
+
+    def log_fn(self, topic: str, record: dict[str, Any]) -> None:
+        """Log ``record`` on ``topic``, stamped with the session's clock (wall time, or simulated time unpaced)."""
+        if self._simulated_time:
+            self._log(topic, record, self._t0_ns + round(self._steps_done * self.config.control.period_s * 1e9))
+        else:
+            self._log(topic, record, time.time_ns())
 
     def close(self) -> None:
         """Safe-stop and release the robot (idempotent)."""
@@ -151,6 +163,7 @@ class RobotSession:
         for step in range(steps + 1):
             timer.wait()
             if step > 0:
+                self._steps_done += 1
                 state = link.read_state()
                 timer.lap("read")
                 safety.check_state(state.obs)

@@ -241,3 +241,21 @@ class BenchMPC:
     """Control steps per held-out episode (0: the horizon)."""
     episodes: int = 1
     """Held-out episodes per test task."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LogCheck:
+    """Whether a run log (run.mcap) is complete: summary, footer and every CRC (exit 0), or where it was cut (2)."""
+
+    file: Annotated[str, tyro.conf.Positional] = tyro.MISSING
+    """The MCAP log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRecover:
+    """Rewrite a cut run log (a killed run) into a complete, indexed one holding every whole chunk."""
+
+    file: Annotated[str, tyro.conf.Positional] = tyro.MISSING
+    """The damaged MCAP log."""
+    out: str | None = None
+    """Where to write the recovered log (default: FILE with .recovered.mcap)."""

@@ -38,6 +38,8 @@ from metactl.arguments import (
     Eval,
     Export,
     Families,
+    LogCheck,
+    LogRecover,
     Run,
     Sim2Real,
     TrainES,
@@ -65,6 +67,7 @@ COMMANDS: dict[str, Leaf | dict[str, Leaf]] = {
     "emulate": (Emulate, commands.emulate),
     "sim2real": (Sim2Real, commands.sim2real),
     "families": (Families, commands.families),
+    "log": {"check": (LogCheck, commands.log_check), "recover": (LogRecover, commands.log_recover)},
     "bench": {
         "rollout": (BenchRollout, commands.bench),
         "es": (BenchES, commands.bench),

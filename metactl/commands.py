@@ -6,6 +6,7 @@ the command's summary dict; a run that did not complete as asked carries ``exit_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -216,9 +217,42 @@ def families(cmd: cli.Families) -> dict[str, Any]:
     return info
 
 
+def log_check(cmd: cli.LogCheck) -> dict[str, Any]:
+    from metactl.deploy.mcap_reader import check
+
+    if not os.path.isfile(cmd.file):
+        raise UserError(f"no log at {cmd.file}; pass a run's run.mcap")
+    found = check(cmd.file)
+    rows = [("complete", found.complete), ("messages", found.messages), ("chunks", found.chunks),
+            *sorted(found.topics.items())]  # fmt: skip
+    print(format_table(f"metactl log check: {cmd.file}", ("", "value"), rows))
+    if not found.complete:
+        print(f"metactl log check: {found.problem}; 'metactl log recover {cmd.file}' rewrites it", file=sys.stderr)
+    summary = dataclasses.asdict(found)
+    return {**summary, "exit_code": 0 if found.complete else 2}
+
+
+def log_recover(cmd: cli.LogRecover) -> dict[str, Any]:
+    from metactl.deploy.mcap_reader import LogError, check, recover
+
+    if not os.path.isfile(cmd.file):
+        raise UserError(f"no log at {cmd.file}; pass a run's run.mcap")
+    out = cmd.out or (cmd.file[: -len(".mcap")] if cmd.file.endswith(".mcap") else cmd.file) + ".recovered.mcap"
+    if os.path.exists(out):
+        raise UserError(f"--out {out} exists; choose a new file name")
+    before = check(cmd.file)
+    try:
+        after = recover(cmd.file, out)
+    except LogError as e:
+        raise UserError(str(e)) from None
+    rows = [("messages", before.messages, after.messages), ("chunks", before.chunks, after.chunks),
+            ("complete", before.complete, after.complete)]  # fmt: skip
+    print(format_table(f"metactl log recover: {cmd.file} -> {out}", ("", "before", "after"), rows))
+    return {"recovered": out, "messages": after.messages, "complete": after.complete}
+
+
 def bench(cmd: Any) -> dict[str, Any]:
     """Every ``metactl bench <what>`` argument class names its function (``RUNS_WITH``); its fields are the keywords."""
-    import dataclasses
     import importlib
 
     module, name = cmd.RUNS_WITH.split(":")

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 from mcap.exceptions import EndOfFile, McapError
-from mcap.reader import NonSeekingReader, make_reader
-from mcap.records import Channel, Footer, Header, Message, Schema
+from mcap.reader import make_reader
+from mcap.records import Footer
 from mcap.stream_reader import StreamReader
 
 import metactl.deploy.run_logger as run_logger
+from metactl.deploy import mcap_reader
 from metactl.deploy.mcap_writer import MAGIC, McapWriter
 from metactl.deploy.run_logger import RunLogger, read_log
-
-PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(run_logger.__file__)))
-"""Where the ``deploy`` under test lives: subprocesses import the same one."""
 
 POINT = {"type": "object", "properties": {"x": {"type": "number"}}}
 
@@ -74,14 +73,18 @@ def test_writer_output_is_read_by_the_mcap_library(tmp_path) -> None:
         summary = reader.get_summary()
         assert summary is not None and summary.statistics is not None
         stats = summary.statistics
-        assert (stats.message_count, stats.channel_count, stats.schema_count, stats.chunk_count) == (6, 3, 2, 0)
+        assert (stats.message_count, stats.channel_count, stats.schema_count, stats.chunk_count) == (6, 3, 2, 1)
         topics = {cid: ch.topic for cid, ch in summary.channels.items()}
         assert {topics[cid]: n for cid, n in stats.channel_message_counts.items()} == {"/a": 2, "/b": 3, "/c": 1}
         assert (stats.message_start_time, stats.message_end_time) == (1_000, 1_005)
         assert {ch.message_encoding for ch in summary.channels.values()} == {"json"}
         assert {s.encoding for s in summary.schemas.values()} == {"jsonschema"}
         assert summary.schemas[summary.channels[1].schema_id].data == json.dumps(POINT, separators=(",", ":")).encode()
+        (chunk_index,) = summary.chunk_indexes
+        assert (chunk_index.message_start_time, chunk_index.message_end_time) == (1_000, 1_005)
+        assert set(chunk_index.message_index_offsets) == {1, 2, 3}  # one MessageIndex per channel in the chunk
         messages = [(ch.topic, m.log_time, m.sequence, json.loads(m.data)) for _, ch, m in reader.iter_messages()]
+        assert [m.log_time for _, _, m in reader.iter_messages(topics=["/b"])] == [1001, 1003, 1005]  # via the index
     assert [m[:3] for m in messages] == [
         ("/a", 1000, 0),
         ("/b", 1001, 0),
@@ -95,9 +98,14 @@ def test_writer_output_is_read_by_the_mcap_library(tmp_path) -> None:
 
 def test_writer_crcs_and_summary_offsets_are_right(tmp_path) -> None:
     path = str(tmp_path / "w.mcap")
-    _write_three_topics(path)
-    with open(path, "rb") as f:
-        assert isinstance(list(StreamReader(f, validate_crcs=True).records)[-1], Footer)  # checks the data CRC
+    with McapWriter(path, chunk_bytes=200) as w:  # several chunks
+        ch = w.add_channel("/a", "point", POINT)
+        w.metadata("run", {"robot": "x"})
+        for t in range(20):
+            w.write(ch, t, json.dumps({"x": t}).encode())
+        w.attach("config.toml", "application/toml", b"[robot]\nname = 'x'\n")
+    with open(path, "rb") as f:  # checks every chunk's CRC and the data section's
+        assert isinstance(list(StreamReader(f, validate_crcs=True).records)[-1], Footer)
     data = Path(path).read_bytes()
     records = _records(path)
     footer_at, opcode, _ = records[-1]
@@ -109,11 +117,19 @@ def test_writer_crcs_and_summary_offsets_are_right(tmp_path) -> None:
     assert starts[summary_start] == 0x03 and starts[offsets_start] == 0x0E
     assert [op for off, op, _ in records if off < summary_start][-1] == 0x0F  # DataEnd closes the data section
     groups = [struct.unpack_from("<BQQ", data, off + 9) for off, op, _ in records if op == 0x0E]
-    assert [g[0] for g in groups] == [0x03, 0x04, 0x0B]  # schemas, channels, statistics
+    # schemas, channels, statistics, chunk indexes, attachment indexes, metadata indexes
+    assert [g[0] for g in groups] == [0x03, 0x04, 0x0B, 0x08, 0x0A, 0x0D]
     for group_opcode, start, length in groups:
         inside = [(off, op, n) for off, op, n in records if start <= off < start + length]
         assert {op for _, op, _ in inside} == {group_opcode}
         assert inside[-1][0] + 9 + inside[-1][2] == start + length
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        assert reader.get_summary().statistics.chunk_count > 3
+        assert [m.log_time for _, _, m in reader.iter_messages()] == list(range(20))
+        ((name, meta),) = [(m.name, m.metadata) for m in reader.iter_metadata()]
+        ((att_name, att_data),) = [(a.name, a.data) for a in reader.iter_attachments()]
+    assert (name, meta) == ("run", {"robot": "x"}) and att_name == "config.toml" and att_data.startswith(b"[robot]")
 
 
 def test_writer_close_is_idempotent_and_final(tmp_path) -> None:
@@ -130,40 +146,53 @@ def test_writer_close_is_idempotent_and_final(tmp_path) -> None:
     assert summary.statistics.channel_message_counts == {ch: 0}
 
 
-def test_unclosed_file_is_readable_record_by_record_but_not_by_make_reader(tmp_path) -> None:
-    """What a run killed with SIGKILL leaves: whole records up to the last flush, no summary, no footer."""
+def test_an_unclosed_file_holds_whole_chunks_and_recovers_into_a_complete_log(tmp_path) -> None:
+    """What a run killed with SIGKILL leaves: whole chunks up to the last flush, no summary, no footer. The indexed
+    reader refuses it; ``recover`` rewrites it into a complete log that it reads."""
     path = str(tmp_path / "partial.mcap")
     w = McapWriter(path, flush_interval_s=1e9)
     ch = w.add_channel("/a", "point", POINT)
+    w.metadata("run", {"seed": "3"})
     for t in range(5):
         w.write(ch, t, json.dumps({"x": t}).encode())
     w.flush()
-    w.write(ch, 5, b'{"x":5}')  # pending: not on disk, as after a kill
+    w.write(ch, 5, b'{"x":5}')  # in the open chunk: not on disk, as after a kill
     seen: list[Any] = []
     with open(path, "rb") as f, pytest.raises(EndOfFile):
         seen.extend(StreamReader(f).records)
-    assert [type(r) for r in seen] == [Header, Schema, Channel] + [Message] * 5
-    with open(path, "rb") as f, pytest.raises(EndOfFile):
-        seen = [m.log_time for _, _, m in NonSeekingReader(f).iter_messages(log_time_order=False)]
-    with open(path, "rb") as f, pytest.raises(EndOfFile):
-        next(NonSeekingReader(f).iter_messages())  # time order sorts everything first: it yields nothing
+    kinds = ["Header", "Schema", "Channel", "Metadata"] + ["Message"] * 5 + ["MessageIndex"]  # one whole chunk
+    assert [type(r).__name__ for r in seen] == kinds
     with open(path, "rb") as f, pytest.raises((McapError, struct.error)):  # it looks for the footer first
         make_reader(f).get_summary()
-    with open(path, "rb") as f, pytest.raises((McapError, struct.error)):
-        next(make_reader(f).iter_messages())
-    w.close()  # and once closed, the same file is complete
-    with open(path, "rb") as f:
-        assert [m.log_time for _, _, m in make_reader(f).iter_messages()] == [0, 1, 2, 3, 4, 5]
+    found = mcap_reader.check(path)
+    assert (found.complete, found.messages, found.chunks) == (False, 5, 1) and "without its summary" in found.problem
+    fixed = str(tmp_path / "fixed.mcap")
+    assert mcap_reader.recover(path, fixed).complete
+    with open(fixed, "rb") as f:
+        reader = make_reader(f)
+        assert [m.log_time for _, _, m in reader.iter_messages()] == [0, 1, 2, 3, 4]
+        assert [m.metadata for m in reader.iter_metadata()] == [{"seed": "3"}]
+    w.close()  # and once closed, the original is complete too
+    assert mcap_reader.check(path).complete and mcap_reader.check(path).messages == 6
 
 
-def test_writer_hands_whole_records_to_the_os_once_flush_bytes_are_pending(tmp_path) -> None:
+def test_a_chunk_reaches_the_disk_within_the_flush_interval_or_its_size(tmp_path) -> None:
     path = str(tmp_path / "w.mcap")
-    w = McapWriter(path, flush_bytes=0, flush_interval_s=1e9)
+    w = McapWriter(path, chunk_bytes=100, flush_interval_s=1e9)
     ch = w.add_channel("/a", "point", POINT)
-    for t in range(3):
-        w.write(ch, t, b"{}")
-        assert [op for _, op, _ in _records_no_trailer(path)] == [0x01, 0x03, 0x04] + [0x05] * (t + 1)
+    sizes = []
+    for t in range(6):
+        w.write(ch, t, b'{"x":12345678}')  # 14-byte messages, 43-byte records: a chunk every 3
+        sizes.append(mcap_reader.check(path).messages)
+    assert sizes == [0, 0, 3, 3, 3, 6]
+    w2 = McapWriter(str(tmp_path / "t.mcap"), flush_interval_s=0.05)
+    ch2 = w2.add_channel("/a", "point", POINT)
+    w2.write(ch2, 0, b"{}")
+    time.sleep(0.06)
+    w2.write(ch2, 1, b"{}")  # the first message is older than the interval: both go to the disk
+    assert mcap_reader.check(str(tmp_path / "t.mcap")).messages == 2
     w.close()
+    w2.close()
 
 
 STATE = {
@@ -385,8 +414,7 @@ def test_read_log_names_the_missing_reader(tmp_path, monkeypatch) -> None:
 
 
 def _run_child(code: str, tmp_path, **kwargs: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
-    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True, **kwargs)
 
 
 @pytest.mark.parametrize("ending", ["atexit", "forgotten"])
@@ -395,7 +423,7 @@ def test_a_program_that_ends_without_close_still_exits_with_a_complete_file(tmp_
     path = str(tmp_path / "run.mcap")
     code = (
         "import atexit\n"
-        "from deploy.run_logger import RunLogger\n"
+        "from metactl.deploy.run_logger import RunLogger\n"
         f"logger = RunLogger({path!r})\n"
         + ("atexit.register(logger.close)\n" if ending == "atexit" else "")
         + "for i in range(500):\n    logger.log('/a', {'i': i})\n"
@@ -409,14 +437,16 @@ def test_a_program_that_ends_without_close_still_exits_with_a_complete_file(tmp_
     assert "ending without close()" in err
 
 
-def test_a_killed_run_leaves_a_readable_prefix(tmp_path) -> None:
+def test_a_killed_run_loses_at_most_the_flush_interval_and_recovers(tmp_path) -> None:
+    """SIGKILL mid-run: every record logged more than the flush interval (0.25 s) before the kill is on disk, and
+    ``recover`` makes the file a complete, indexed log again."""
     path = str(tmp_path / "run.mcap")
     code = (
         "import sys, time\n"
-        "from deploy.run_logger import RunLogger, read_log\n"
-        f"logger = RunLogger({path!r}, flush_interval_s=0.05)\n"
+        "from metactl.deploy.run_logger import RunLogger\n"
+        f"logger = RunLogger({path!r})\n"
         "for i in range(300):\n    logger.log('/a', {'i': i})\n"
-        "while len(read_log(logger.path, allow_truncated=True).get('/a', [])) < 300:\n    time.sleep(0.01)\n"
+        "time.sleep(0.5)\n"  # twice the flush interval: all 300 must reach the disk without a flush() or close()
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
     )
@@ -430,3 +460,30 @@ def test_a_killed_run_leaves_a_readable_prefix(tmp_path) -> None:
     with pytest.raises(ValueError, match="ends before its footer"):
         read_log(path)
     assert [r["i"] for r in read_log(path, allow_truncated=True)["/a"]] == list(range(300))
+    assert not mcap_reader.check(path).complete
+    fixed = str(tmp_path / "fixed.mcap")
+    assert mcap_reader.recover(path, fixed).complete
+    with open(fixed, "rb") as f:
+        assert [json.loads(m.data)["i"] for _, _, m in make_reader(f).iter_messages()] == list(range(300))
+
+
+def test_faults_are_foxglove_logs_and_signals_have_names(tmp_path) -> None:
+    path = str(tmp_path / "run.mcap")
+    with RunLogger(path) as logger:
+        logger.name_fields("/state", "obs", ["pos:rootz", "vel:root.vx"])
+        logger.log("/state", {"step": 0, "obs": np.array([0.5, -1.0])}, t_ns=1_500_000_000)
+        logger.log(
+            "/fault", {"source": "runtime", "code": "link_lost", "detail": "3 replies missed"}, t_ns=2_000_000_001
+        )
+    with open(path, "rb") as f:
+        reader = make_reader(f)
+        schemas = {
+            ch.topic: reader.get_summary().schemas[ch.schema_id] for ch in reader.get_summary().channels.values()
+        }
+        messages = {ch.topic: json.loads(m.data) for _, ch, m in reader.iter_messages()}
+    assert messages["/state"]["obs"] == {"pos_rootz": 0.5, "vel_root_vx": -1.0}
+    assert schemas["/fault"].name == "foxglove.Log"
+    fault = messages["/fault"]
+    assert fault["timestamp"] == {"sec": 2, "nsec": 1} and fault["level"] == 4 and fault["name"] == "runtime"
+    assert fault["message"] == "link_lost: 3 replies missed" and fault["code"] == "link_lost"
+    assert set(json.loads(schemas["/fault"].data)["properties"]) >= {"timestamp", "level", "message", "name"}
