@@ -186,11 +186,7 @@ class RunLogger:
         if topic in HIGH_RATE and self._writer.bytes_written >= self.max_bytes:
             self.records_dropped += 1
             return
-        for (named_topic, field), names in self._field_names.items():
-            if named_topic == topic and field in record:
-                record[field] = dict(zip(names, np.asarray(record[field]).ravel().tolist(), strict=True))
-        if topic == FAULT_TOPIC:
-            record = as_foxglove_log(record, t_ns)
+        record = prepare_record(topic, record, t_ns, self._field_names)
         data = encode_record(record)
         channel = self._channels.get(topic)
         if channel is None:
@@ -236,6 +232,17 @@ def field_names(names: list[str] | tuple[str, ...]) -> list[str]:
             key += "_"
         out.append(key)
     return out
+
+
+def prepare_record(
+    topic: str, record: dict[str, Any], t_ns: int, names: dict[tuple[str, str], list[str]]
+) -> dict[str, Any]:
+    """``record`` as it is written: named array fields as objects (``names``: (topic, field) -> names), faults as
+    ``foxglove.Log`` messages. The same for the log file and the live view."""
+    for (named_topic, field), field_keys in names.items():
+        if named_topic == topic and field in record:
+            record[field] = dict(zip(field_keys, np.asarray(record[field]).ravel().tolist(), strict=True))
+    return as_foxglove_log(record, t_ns) if topic == FAULT_TOPIC else record
 
 
 def as_foxglove_log(record: dict[str, Any], t_ns: int) -> dict[str, Any]:

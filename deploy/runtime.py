@@ -26,8 +26,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from metactl.deploy.bundles import DeployedBundle, load_bundle
 from metactl.deploy.episodes import EpisodeRunner, Seeds
@@ -81,6 +81,7 @@ def run_online(
     time_scale: float | None = None,
     mode: str | None = None,
     record: bool = False,
+    observers: Sequence[LogSink] = (),
 ) -> OnlineReport:
     """Adapt the bundle on the robot of ``config`` (a ``HardwareConfig`` or a TOML path).
 
@@ -92,6 +93,7 @@ def run_online(
     robot, unpaced on a simulated one). Writes the report and ``run.mcap`` to ``out_dir`` if given. A run that
     had to stop safely (link lost, state limit) returns a report whose ``status`` says why. ``progress`` logs
     every episode at INFO. ``record`` keeps the observations of the pre and post episodes in the report (for videos).
+    ``observers`` receive every log record as the MCAP log does (e.g. ``metactl.live.LiveView``).
     """
     if isinstance(adaptation_steps, bool) or not isinstance(adaptation_steps, int) or adaptation_steps < 1:
         raise ValueError(f"adaptation_steps must be a positive integer, got {adaptation_steps!r}")
@@ -109,6 +111,10 @@ def run_online(
         os.makedirs(out_dir, exist_ok=True)
         run = {"seed": seed, "adaptation_steps": adaptation_steps, "time_scale": time_scale, "mode": mode}
         logger = open_log(os.path.join(out_dir, LOG_FILE), bundle, config, plan.description, run)
+    for sink in observers:
+        name_signals(sink, config)
+    sinks = [s for s in (logger, *observers) if s is not None]
+    log_fn = (lambda topic, rec, t_ns: [s.log(topic, rec, t_ns) for s in sinks]) if sinks else None
     status, runner = "completed", None
     link_info, health, events = {"link": config.robot.link}, {}, ()
     try:
@@ -118,7 +124,7 @@ def run_online(
                 config,
                 task=task,
                 port=port,
-                log_fn=logger.log if logger else None,
+                log_fn=log_fn,
                 time_scale=time_scale,
                 idle_fn=logger.set_budget if logger else None,
             ) as session,
@@ -174,9 +180,7 @@ def open_log(
     """The run's MCAP log, opened with what a reader needs to understand it: named signal fields, a Metadata record
     (bundle, config, adaptation, versions) and the bundle's metadata and the hardware config as attachments."""
     logger = RunLogger(path)
-    logger.name_fields("/state", "obs", config.signals.observations)
-    for field in ("policy", "sent"):
-        logger.name_fields("/command", field, config.signals.actions)
+    name_signals(logger, config)
     logger.metadata("run", {"bundle": os.path.abspath(bundle.directory), "bundle_kind": bundle.meta.kind,
                             "family": bundle.meta.family, "config": os.path.abspath(config.path),
                             "robot": config.robot.name, "link": config.robot.link, "adaptation": adaptation,
@@ -187,6 +191,21 @@ def open_log(
     with open(config.path, "rb") as f:
         logger.attach(os.path.basename(config.path), "application/toml", f.read())
     return logger
+
+
+class LogSink(Protocol):
+    """Where a run's records go: the MCAP log, a live view."""
+
+    def log(self, topic: str, record: dict[str, Any], t_ns: int) -> None: ...
+
+    def name_fields(self, topic: str, field: str, names: Sequence[str]) -> None: ...
+
+
+def name_signals(sink: LogSink, config: HardwareConfig) -> None:
+    """States and commands are written with the robot's signal names (Foxglove plots each by name)."""
+    sink.name_fields("/state", "obs", config.signals.observations)
+    for field in ("policy", "sent"):
+        sink.name_fields("/command", field, config.signals.actions)
 
 
 @contextlib.contextmanager

@@ -91,6 +91,8 @@ class Run:
     """Model bundles: run as (default: the bundle's method; mb: frozen model; mb_de: dynamic evaluation)."""
     progress: bool = True
     """Log every episode."""
+    live: int | None = None
+    """Serve a live view of the run on this port (Foxglove: open a Foxglove WebSocket connection); 'live' extra."""
     video: bool = False
     """Write MP4s of the episodes before and after adaptation (needs the 'video' extra)."""
 

@@ -127,9 +127,20 @@ def run(cmd: cli.Run) -> dict[str, Any]:
     from metactl import deploy
 
     config = deploy.load_hardware_config(cmd.config)
-    report = deploy.run_online(cmd.bundle, config, task=cmd.task, adaptation_steps=cmd.adapt_steps, seed=cmd.seed,
-                               out_dir=cmd.out, progress=cmd.progress, port=cmd.port, time_scale=cmd.time_scale,
-                               mode=cmd.mode, record=cmd.video)  # fmt: skip
+    observers = []
+    if cmd.live is not None:
+        from metactl.live import LiveView
+
+        observers.append(LiveView(port=cmd.live))
+        print(f"metactl run: live view on {observers[0].url} (Foxglove: open connection, Foxglove WebSocket)")
+    try:
+        report = deploy.run_online(cmd.bundle, config, task=cmd.task, adaptation_steps=cmd.adapt_steps,
+                                   seed=cmd.seed, out_dir=cmd.out, progress=cmd.progress, port=cmd.port,
+                                   time_scale=cmd.time_scale, mode=cmd.mode, record=cmd.video,
+                                   observers=observers)  # fmt: skip
+    finally:
+        for view in observers:
+            view.close()
     summary = report.summary()
     if cmd.video:
         summary = {**summary, "videos": _videos(report, config, cmd.out)}

@@ -14,6 +14,7 @@ import time
 from mcap.reader import make_reader
 
 from metactl.deploy import run_online
+from metactl.deploy.mcap_reader import read_messages
 
 
 def test_an_unpaced_simulated_run_logs_simulated_time_and_names(fc_bundle, shipped_config, tmp_path) -> None:
@@ -65,3 +66,28 @@ def test_a_killed_run_leaves_a_log_that_check_names_and_recover_completes(hc_bun
     ok = subprocess.run([sys.executable, "-m", "metactl.cli", "log", "check", str(fixed)], capture_output=True,
                         text=True, timeout=120)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
+
+
+class Recorder:
+    """A log sink that keeps what it is given (the interface the live view implements)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, dict, int]] = []
+        self.names: dict = {}
+
+    def log(self, topic: str, record: dict, t_ns: int) -> None:
+        self.records.append((topic, record, t_ns))
+
+    def name_fields(self, topic: str, field: str, names) -> None:
+        self.names[(topic, field)] = list(names)
+
+
+def test_observers_get_every_record_the_log_gets(fc_bundle, shipped_config, tmp_path) -> None:
+    recorder = Recorder()
+    run_online(fc_bundle, shipped_config("four_corners"), out_dir=str(tmp_path), observers=[recorder])
+    logged = read_messages(str(tmp_path / "run.mcap"))
+    seen: dict[str, int] = {}
+    for topic, _, _ in recorder.records:
+        seen[topic] = seen.get(topic, 0) + 1
+    assert seen == {topic: len(records) for topic, records in logged.items()}
+    assert recorder.names[("/state", "obs")] == ["x", "y"]
