@@ -209,6 +209,7 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
     model_path = os.path.join(out_dir, MODEL_FILE)
     extra = model_extra(config, family, steps)
     save_dynamics_model(model_path, spec, dm.to_numpy(state.params), state.stats, extra)
+    curves.close()
     curves.plot(f"{config.method.upper()} on {config.family} (seed {config.seed})")
     summary = {
         "method": config.method, "family": config.family, "seed": config.seed, "iterations": state.iteration,

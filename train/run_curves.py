@@ -13,7 +13,8 @@ COLUMNS = ("iteration", "env_steps", "wall_s", "random_actions", "rollout_return
 
 
 class MBCurves:
-    """``metrics.csv`` in ``out_dir`` with one row per iteration, and ``curve.png`` drawn from it."""
+    """``metrics.csv`` in ``out_dir`` with one row per iteration, TensorBoard scalars under ``tb/`` (by environment
+    step), and ``curve.png`` drawn from the CSV."""
 
     def __init__(self, out_dir: str, resume_from: int = 0):
         self.path = os.path.join(out_dir, "metrics.csv")
@@ -23,10 +24,23 @@ class MBCurves:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
             writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
+        from tensorboardX import SummaryWriter
+
+        purge = int(rows[-1]["env_steps"]) + 1 if rows else None  # a resumed run drops the events after its checkpoint
+        self.tb = SummaryWriter(os.path.join(out_dir, "tb"), purge_step=purge)
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, COLUMNS).writerow({k: row.get(k, "") for k in COLUMNS})
+        step = int(row["env_steps"])
+        for key in ("rollout_return", "model_loss", "heldout_return", "wall_s"):
+            value = row.get(key)
+            if value not in (None, "") and math.isfinite(float(value)):
+                self.tb.add_scalar(key, float(value), step)
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
 
     def plot(self, title: str) -> None:
         """Returns of the collected (training-task) episodes and held-out returns, and the model loss, vs env steps."""

@@ -58,3 +58,12 @@ def test_a_model_bundle_adapts_and_plans_without_torch(mb_bundles, tmp_path) -> 
     args = [mb_bundles["grbal"], mb_bundles["rebal"], mb_bundles["mb"]]
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert json.loads(out.stdout) == []
+
+
+def test_the_robot_install_requires_no_simulator_and_no_torch() -> None:
+    """``pip install metactl`` (no extra) pulls only the robot's runtime: numpy, onnxruntime, pyserial (and tyro)."""
+    import importlib.metadata
+
+    required = [r for r in importlib.metadata.requires("metactl") or [] if "extra ==" not in r]
+    names = {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() for r in required}
+    assert names == {"numpy", "onnxruntime", "pyserial", "tyro"}

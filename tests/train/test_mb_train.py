@@ -34,6 +34,26 @@ def test_a_run_writes_its_model_curve_metrics_and_summary(tmp_path, method) -> N
     assert len(rows) == 4 and rows[1].split(",")[3] == "1"  # header + 3 iterations; the first used random actions
     spec, _, _, extra = load_dynamics_model(result.model_path)
     assert spec.kind == ("recurrent" if method == "rebal" else "mlp") and extra["method"] == method
+    loss = [step for tag, step, _ in tensorboard_scalars(str(tmp_path / "tb")) if tag == "model_loss"]
+    assert loss == [80, 160, 240]  # one point per iteration, by environment step
+
+
+def tensorboard_scalars(directory: str) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the TensorBoard event files of ``directory`` (TFRecord framing:
+    length u64, its CRC u32, the Event protobuf, its CRC u32)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = []
+    for name in sorted(os.listdir(directory)):
+        data, pos = open(os.path.join(directory, name), "rb").read(), 0
+        while pos < len(data):
+            (n,) = struct.unpack_from("<Q", data, pos)
+            event = Event.FromString(data[pos + 12 : pos + 12 + n])
+            pos += 12 + n + 4
+            out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+    return out
 
 
 def test_same_seed_same_model_and_a_killed_run_resumes_exactly(tmp_path) -> None:
