@@ -5,19 +5,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: here that is the local CPU wheel; any other spec pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# then the project, at the versions the tests passed with (constraints.txt)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/metactl demo --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	MUJOCO_GL=egl $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import pytest
 
 from metactl import gymnasium_envs, sim
 
-REPO = __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.dirname(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_the_id_table_matches_the_families() -> None:
@@ -36,8 +38,10 @@ def test_make_sets_the_time_limit_to_the_horizon(name: str) -> None:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real (non-editable) install of this checkout into a folder: the wheel's files, its .pth included."""
-    target = str(tmp_path_factory.mktemp("site"))
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, REPO]
+    target, source = str(tmp_path_factory.mktemp("site")), str(tmp_path_factory.mktemp("src") / "metactl")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "build", "*.egg-info"))
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target]
+    cmd.append(source)
     subprocess.run(cmd, check=True, capture_output=True, timeout=600)
     return target
 
