@@ -17,6 +17,7 @@ from metactl.sim.registry import FAMILIES, make_family, register_envs
 from metactl.sim.rollout import BatchPolicy, RolloutResult, rollout
 from metactl.sim.tasks import (
     BatchSim,
+    ChangeTask,
     CrippledLegTask,
     DirectionTask,
     DisabledJointTask,
@@ -36,6 +37,7 @@ __all__ = [
     "FAMILIES",
     "BatchPolicy",
     "BatchSim",
+    "ChangeTask",
     "CrippledLegTask",
     "DirectionTask",
     "DisabledJointTask",

@@ -22,6 +22,10 @@ for every episode (one task per episode); train/test splits are fixed:
   (front left), 1 = hip_2 / ankle_2 (front right), 2 = hip_3 / ankle_3 (back), 3 = hip_4 / ankle_4 (right back).
   Train: legs 0-2; test: leg 3.
 
+The dynamic setting (``change_tests``): a task that changes mid-episode (``sim.tasks.ChangeTask``), the healthy
+robot (joint / leg -1) becoming the held-out damaged one: HalfCheetah joint 0 fails at step 500 of 1000, the
+Ant's leg 3 is crippled at step 250 of 500.
+
 HalfCheetah families step at dt = 0.01 s (frame skip 1, as the paper) for 1000 steps with reward
 ``v_x - 0.05 |a|^2``; the Ant at 0.05 s for 500 steps with ``v_x - 0.005 |a|^2 + 0.05``. No episode ends
 early (the reference code's ``done = False``, Ant included: a fallen Ant just stops earning, and every episode
@@ -42,7 +46,7 @@ import mujoco
 import numpy as np
 
 from metactl.sim.locomotion import LocomotionFamily, _asset_xml, base_model
-from metactl.sim.tasks import CrippledLegTask, DisabledJointTask, PierTask, Task, TaskError, TerrainTask
+from metactl.sim.tasks import ChangeTask, CrippledLegTask, DisabledJointTask, PierTask, Task, TaskError, TerrainTask
 
 CHEETAH_REWARD: dict[str, Any] = {
     "velocity_signal": "vel:rootx",
@@ -143,9 +147,9 @@ class HalfCheetahDisabledJoint(_Cheetah):
 
     def actuator_gain(self, task: Task) -> np.ndarray:
         joint = task.joint  # type: ignore[attr-defined]
-        if not isinstance(joint, int | np.integer) or not 0 <= joint < 6:
-            raise TaskError(f"DisabledJointTask.joint must be an actuator index in 0..5, got {joint!r}")
-        return _disabled(6, [joint])
+        if not isinstance(joint, int | np.integer) or not -1 <= joint < 6:
+            raise TaskError(f"DisabledJointTask.joint must be an actuator index in 0..5 (-1: none), got {joint!r}")
+        return _disabled(6, [joint] if joint >= 0 else [])
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         return [DisabledJointTask(joint=int(j)) for j in rng.integers(1, 6, size=n)]
@@ -153,11 +157,15 @@ class HalfCheetahDisabledJoint(_Cheetah):
     def test_tasks(self) -> list[Task]:
         return [DisabledJointTask(joint=0)]
 
+    def change_tests(self) -> list[ChangeTask]:
+        """The dynamic setting: healthy for the first 500 of 1000 steps, then joint 0 (held out) disabled."""
+        return [ChangeTask(DisabledJointTask(joint=-1), DisabledJointTask(joint=0), 500, name="joint 0 fails at 500")]
+
 
 def _leg(leg: object) -> int:
-    """``leg`` if it names an Ant leg, else a TaskError."""
-    if not isinstance(leg, int | np.integer) or not 0 <= leg < len(LEG_ACTUATORS):
-        raise TaskError(f"CrippledLegTask.leg must be in 0..{len(LEG_ACTUATORS) - 1}, got {leg!r}")
+    """``leg`` if it names an Ant leg or is -1 (none), else a TaskError."""
+    if not isinstance(leg, int | np.integer) or not -1 <= leg < len(LEG_ACTUATORS):
+        raise TaskError(f"CrippledLegTask.leg must be in 0..{len(LEG_ACTUATORS) - 1} (-1: none), got {leg!r}")
     return int(leg)
 
 
@@ -166,6 +174,8 @@ def crippled_ant_model(leg: int) -> mujoco.MjModel:
     """Gymnasium's Ant with leg ``leg``'s thigh and foot capsules at half radius and half length and the foot
     centred where the thigh is (in its own frame), as the reference code edits them after compiling: the
     masses and inertias stay those of the full leg (shared, read-only)."""
+    if _leg(leg) < 0:
+        return base_model("ant.xml")
     model = copy.deepcopy(base_model("ant.xml"))
     thigh, foot = (model.geom(name).id for name in LEG_GEOMS[_leg(leg)])
     model.geom_size[[thigh, foot], :2] /= 2  # capsule: (radius, half-length)
@@ -192,13 +202,18 @@ class AntCrippledLeg(_Adaptive):
         return vx - self.ctrl_penalty(actions) + 0.05, np.zeros(len(vx), dtype=bool)
 
     def actuator_gain(self, task: Task) -> np.ndarray:
-        return _disabled(8, LEG_ACTUATORS[_leg(task.leg)])  # type: ignore[attr-defined]
+        leg = _leg(task.leg)  # type: ignore[attr-defined]
+        return _disabled(8, LEG_ACTUATORS[leg] if leg >= 0 else [])
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[Task]:
         return [CrippledLegTask(leg=int(k)) for k in rng.integers(0, 3, size=n)]
 
     def test_tasks(self) -> list[Task]:
         return [CrippledLegTask(leg=3)]
+
+    def change_tests(self) -> list[ChangeTask]:
+        """The dynamic setting: healthy for the first 250 of 500 steps, then leg 3 (held out) crippled."""
+        return [ChangeTask(CrippledLegTask(leg=-1), CrippledLegTask(leg=3), 250, name="leg 3 cripples at 250")]
 
 
 def terrain_heights(ramps: Sequence[Sequence[float]], x: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from metactl.sim.tasks import BatchSim, DirectionTask, Task, TaskFamily, VelocityTask
+from metactl.sim.tasks import BatchSim, ChangeTask, DirectionTask, Task, TaskFamily, VelocityTask
 
 ASSETS = os.path.join(os.path.dirname(gymnasium.__file__), "envs", "mujoco", "assets")
 FRAME_SKIP = 5
@@ -98,12 +98,15 @@ class MujocoBatch(BatchSim):
 
     def __init__(self, family: LocomotionFamily, tasks: Sequence[Task]):
         models: dict[object, mujoco.MjModel] = {}
-        self.models = []
-        for t in tasks:
-            key = family.model_key(t)
+
+        def model(task: Task) -> mujoco.MjModel:
+            key = family.model_key(task)
             if key not in models:
                 models[key] = family.model_for_key(key)
-            self.models.append(models[key])
+            return models[key]
+
+        starts = [t.first if isinstance(t, ChangeTask) else t for t in tasks]
+        self.models = [model(t) for t in starts]
         self.datas = [mujoco.MjData(m) for m in self.models]
         self.family = family
         m0 = self.models[0]
@@ -112,9 +115,16 @@ class MujocoBatch(BatchSim):
         self.x = np.zeros(self.num_envs)  # root x position [m], for the forward velocity
         nq, nv = family.robot_dofs or (m0.nq, m0.nv)
         skip = family.qpos_skip
-        self.target = np.array([family.task_target(t) for t in tasks], dtype=np.float64)
-        gains = np.array([family.actuator_gain(t) for t in tasks], dtype=np.float64).reshape(len(tasks), m0.nu)
-        self.gain = None if np.all(gains == 1.0) else gains  # [N, act_dim]; None: the plain (fast) path
+        self.target = np.array([family.task_target(t) for t in starts], dtype=np.float64)
+        gains = np.array([family.actuator_gain(t) for t in starts], dtype=np.float64).reshape(len(tasks), m0.nu)
+        self.changes: dict[int, list[tuple[int, mujoco.MjModel, np.ndarray]]] = {}
+        """Control step -> (instance, model, gain) that take over at it (``ChangeTask``s); undone at ``reset``."""
+        for i, t in enumerate(tasks):
+            if isinstance(t, ChangeTask):
+                self.changes.setdefault(int(t.at_step), []).append((i, model(t.then), family.actuator_gain(t.then)))
+        self._initial = (list(self.models), gains.copy())
+        self.t = 0
+        self.gain = None if np.all(gains == 1.0) and not self.changes else gains  # None: the plain (fast) path
         self.frame_skip = family.frame_skip
         self.inv_dt = 1.0 / (m0.opt.timestep * self.frame_skip)
         self._n_pos, self._skip, self._nq, self._nv = nq - skip, skip, nq, nv
@@ -146,6 +156,10 @@ class MujocoBatch(BatchSim):
             obs_vel[:] = qvel
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
+        if self.changes and self.t:  # back to the tasks' first halves
+            self.models, self.gain = list(self._initial[0]), self._initial[1].copy()
+            self._bind()
+        self.t = 0
         nq, nv = self._nq, self._nv  # only the robot's state is randomized, not the scene's (e.g. floating blocks)
         for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
             rng = np.random.default_rng(int(seeds[i]))
@@ -156,8 +170,18 @@ class MujocoBatch(BatchSim):
         self._gather()
         return self.obs.copy()
 
+    def _change(self) -> None:
+        """Switch the instances whose task changes at this step to their second task."""
+        for i, model, gain in self.changes[self.t]:
+            self.models[i] = model
+            self.gain[i] = gain  # type: ignore[index]
+        self._bind()
+
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         fam = self.family
+        if self.changes and self.t in self.changes:
+            self._change()
+        self.t += 1
         actions = np.minimum(np.maximum(actions, fam.action_low), fam.action_high)
         applied = actions if self.gain is None else actions * self.gain  # a disabled actuator applies nothing
         x, x_before, step, skip = self.x, self.x.copy(), mujoco.mj_step, self.frame_skip
@@ -174,6 +198,9 @@ class MujocoBatch(BatchSim):
         """``step`` for a batch of one (a Gymnasium env): the same physics and reward, without the batch's loops;
         the observation returned is a view that the next step overwrites."""
         fam = self.family
+        if self.changes and self.t in self.changes:
+            self._change()
+        self.t += 1
         action = np.minimum(np.maximum(action, fam.action_low), fam.action_high)
         m, d, ctrl, qpos, qpos_obs, qvel, obs_pos, obs_vel = self._slots[0]
         x_before = qpos[0]
@@ -229,7 +256,8 @@ class LocomotionFamily(TaskFamily):
 
     def make_batch(self, tasks: Sequence[Task]) -> MujocoBatch:
         for t in tasks:
-            self.check_task(t, self.task_type)
+            for part in (t.first, t.then) if isinstance(t, ChangeTask) else (t,):
+                self.check_task(part, self.task_type)
         return MujocoBatch(self, tasks)
 
     def task_target(self, task: Task) -> float:

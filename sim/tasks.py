@@ -54,14 +54,15 @@ class VelocityTask(Task):
 
 @dataclasses.dataclass(frozen=True)
 class DisabledJointTask(Task):
-    """Actuator ``joint`` (model order) gives no torque: the robot is damaged (GrBAL, Nagabandi et al. 2019)."""
+    """Actuator ``joint`` (model order) gives no torque: the robot is damaged (GrBAL, Nagabandi et al. 2019);
+    ``joint = -1``: none, the healthy robot."""
 
     joint: int
 
 
 @dataclasses.dataclass(frozen=True)
 class CrippledLegTask(Task):
-    """Both actuators of leg ``leg`` give no torque (Ant crippled leg, Nagabandi et al. 2019)."""
+    """Leg ``leg`` is crippled (Ant crippled leg, Nagabandi et al. 2019); ``leg = -1``: none, the healthy robot."""
 
     leg: int
 
@@ -82,9 +83,33 @@ class PierTask(Task):
     name: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class ChangeTask(Task):
+    """The dynamic setting GrBAL / ReBAL are named for: task ``first`` until control step ``at_step`` of the episode,
+    then ``then`` (e.g. a joint that fails mid-run); both of one family, with the same robot (state layout)."""
+
+    first: Task
+    then: Task
+    at_step: int
+    name: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "ChangeTask", "first": self.first.to_dict(), "then": self.then.to_dict(),
+                "at_step": self.at_step, "name": self.name}  # fmt: skip
+
+
 TASK_TYPES: dict[str, type[Task]] = {
     t.__name__: t
-    for t in (GoalTask, DirectionTask, VelocityTask, DisabledJointTask, CrippledLegTask, TerrainTask, PierTask)
+    for t in (
+        GoalTask,
+        DirectionTask,
+        VelocityTask,
+        DisabledJointTask,
+        CrippledLegTask,
+        TerrainTask,
+        PierTask,
+        ChangeTask,
+    )
 }
 
 
@@ -99,6 +124,11 @@ def task_from_dict(data: dict[str, Any]) -> Task:
     unknown = set(data) - names
     if unknown:
         raise TaskError(f"task type {kind} has no field(s) {sorted(unknown)}; fields are {sorted(names)}")
+    for key in ("first", "then"):
+        if key in data:
+            if not isinstance(data[key], dict):
+                raise TaskError(f"ChangeTask.{key} must be a task table, got {data[key]!r}")
+            data[key] = task_from_dict(data[key])
     for key in ("goal", "damping"):
         if key in data:
             data[key] = tuple(float(v) for v in data[key])

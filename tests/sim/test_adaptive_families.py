@@ -116,7 +116,7 @@ def test_damage_splits_are_the_documented_ones() -> None:
     ("name", "task"),
     [
         ("halfcheetah_disabled_joint", DisabledJointTask(joint=6)),
-        ("halfcheetah_disabled_joint", DisabledJointTask(joint=-1)),
+        ("halfcheetah_disabled_joint", DisabledJointTask(joint=-2)),  # -1 is the healthy robot; -2 nothing
         ("halfcheetah_disabled_joint", DisabledJointTask(joint=1.0)),  # type: ignore[arg-type]
         ("ant_crippled_leg", CrippledLegTask(leg=4)),
         ("halfcheetah_slope", TerrainTask(ramps=((2.0, 0.0, 0.5),))),
