@@ -210,7 +210,7 @@ def _returns(models: dict[str, str], run: str, eval_steps: int, episodes: int) -
             seed = int(json.load(f)["seed"])
         per_task[name] = heldout_returns(
             fam, spec, params, stats, mode, planner, window=int(extra["window"]), lr=float(extra["inner_lr"]),
-            steps=eval_steps or fam.horizon, seed=seed, episodes=episodes,
+            steps=eval_steps or fam.horizon, seed=seed, episodes=episodes, hold=int(extra.get("decision_steps", 1)),
         )  # fmt: skip
         out["heldout_family"] = extra["family"]
     returns = {k: float(np.mean(list(v.values()))) for k, v in per_task.items()}

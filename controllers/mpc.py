@@ -38,29 +38,45 @@ class OnlineDynamics(Protocol):
 
 
 class MPCController:
-    """Adapt, then plan, at every control step; ``adapt=False`` freezes the model at its trained weights / zero
-    state (the no-adaptation ablation).
+    """Adapt, then plan, at every decision; ``adapt=False`` freezes the model at its trained weights / zero state
+    (the no-adaptation ablation).
 
-    Batched over E episodes: ``act(obs [E, d]) -> [E, a]``. A transition is only given to the model when both
-    of its ends are known: ``fresh=False`` marks an observation that is a repeat of the previous one (the
-    robot's answer was lost), and the transitions into and out of it are skipped.
+    Batched over E episodes: ``act(obs [E, d]) -> [E, a]``, called once per control step. A decision is taken
+    every ``hold`` control steps and its action held in between (a coarser planning step: the model predicts,
+    and adapts on, transitions of ``hold`` control steps). A transition is only given to the model when both of
+    its ends are known: ``fresh=False`` marks an observation that is a repeat of the previous one (the robot's
+    answer was lost), and the transitions into and out of it are skipped.
     """
 
     def __init__(
-        self, model: OnlineDynamics, planner: _Planner, cost: Cost, rng: np.random.Generator, adapt: bool = True
+        self,
+        model: OnlineDynamics,
+        planner: _Planner,
+        cost: Cost,
+        rng: np.random.Generator,
+        adapt: bool = True,
+        hold: int = 1,
     ):
+        if hold < 1:
+            raise ValueError(f"hold must be >= 1 control step, got {hold}")
         self.model, self.planner, self.cost, self.rng, self.adapt_enabled = model, planner, cost, rng, adapt
+        self.hold = hold
         self._prev_obs: np.ndarray | None = None
         self._prev_act: np.ndarray | None = None
-        self.adapt_s = 0.0  # time of the last step's adaptation and planning [s]
+        self._t = 0
+        self.adapt_s = 0.0  # time of the last decision's adaptation and planning [s]
         self.plan_s = 0.0
 
     def reset(self) -> None:
         self.model.reset()
         self.planner.reset()
         self._prev_obs = self._prev_act = None
+        self._t = 0
 
     def act(self, obs: np.ndarray, fresh: bool = True) -> np.ndarray:
+        t, self._t = self._t, self._t + 1
+        if t % self.hold and self._prev_act is not None:  # between decisions: the held action
+            return self._prev_act
         obs = np.asarray(obs, dtype=np.float64)
         t0 = time.perf_counter()
         if self.adapt_enabled:
@@ -74,6 +90,6 @@ class MPCController:
         return action
 
     def applied(self, action: np.ndarray) -> None:
-        """What was really applied (after the safety layer and the actuator limits) for the last ``act``."""
-        if self._prev_act is not None:
+        """What was really applied (after the safety layer and the actuator limits) for the last decision."""
+        if self._prev_act is not None and (self._t - 1) % self.hold == 0:
             self._prev_act = np.asarray(action, dtype=np.float64).reshape(self._prev_act.shape)

@@ -31,13 +31,16 @@ Cost = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 def sequence_costs(obs: np.ndarray, actions: np.ndarray, rollout: Rollout, cost: Cost) -> np.ndarray:
     """Total cost [E, N] of candidates ``actions`` [E, N, H, act_dim] from observations ``obs`` [E, obs_dim];
-    a candidate whose predicted rollout is not finite (a diverged model) costs +inf: it never steers the plan."""
+    a candidate whose predicted rollout is not finite (a diverged model) costs +inf: it never steers the plan.
+    A rollout with a ``sequence(obs, actions) -> next observations [E, N, H, d]`` method (a simulator) is given the
+    whole sequences at once; a model is stepped one horizon step at a time."""
     e, n, horizon, _ = actions.shape
     dynamics = rollout()
     state = np.broadcast_to(np.asarray(obs)[:, None, :], (e, n, obs.shape[-1]))
+    predicted = dynamics.sequence(obs, actions) if hasattr(dynamics, "sequence") else None
     total = np.zeros((e, n))
     for t in range(horizon):
-        nxt = dynamics(state, actions[:, :, t])
+        nxt = predicted[:, :, t] if predicted is not None else dynamics(state, actions[:, :, t])
         total += cost(state, actions[:, :, t], nxt)
         state = nxt
     return np.where(np.isfinite(total), total, np.inf)

@@ -267,6 +267,8 @@ class ModelMetadata(BundleMetadata):
     planner: dict[str, Any] = dataclasses.field(default_factory=dict)
     window: int = 1
     inner_lr: float = 0.0
+    decision_steps: int = 1
+    """Control steps per planner decision (the action is held in between; the model's step)."""
 
     @property
     def graph_files(self) -> tuple[str, ...]:
@@ -319,6 +321,7 @@ class ModelMetadata(BundleMetadata):
             planner=dict(planner),
             window=f.int("window", 1, MAX_WINDOW),
             inner_lr=f.number("inner_lr", 0.0, 1e3),
+            decision_steps=f.int("decision_steps", 1, 1000),
         )
         return dataclasses.replace(meta, files=f.files("files", meta.graph_files))
 

@@ -77,7 +77,8 @@ class ModelBundle:
         model = OnnxOnlineModel(self, mode)
         planner = make_planner(self.meta.planner, self.action_low, self.action_high)
         cost = ForwardCost(self.meta.observation_names, self.meta.reward_spec)
-        return RobotMPC(MPCController(model, planner, cost, np.random.default_rng(seed), adapt))
+        mpc = MPCController(model, planner, cost, np.random.default_rng(seed), adapt, hold=self.meta.decision_steps)
+        return RobotMPC(mpc)
 
     def check_mode(self, mode: str | None) -> str:
         mode = mode or self.method
@@ -101,7 +102,8 @@ class OnlineMPCPlan:
     def __init__(self, bundle: ModelBundle, mode: str):
         self.bundle, self.mode = bundle, mode
         meta = bundle.meta
-        self.description = {"name": mode, "method": meta.method, "planner": dict(meta.planner), "window": meta.window}
+        self.description = {"name": mode, "method": meta.method, "planner": dict(meta.planner), "window": meta.window,
+                            "decision_steps": meta.decision_steps}  # fmt: skip
         self.params = np.zeros(0)
 
     def run(self, runner: EpisodeRunner, seeds: Seeds, adaptation_steps: int) -> None:

@@ -34,7 +34,7 @@ from metactl.deploy.export import IR_VERSION, _version
 
 MODEL_EXTRA_KEYS = (
     "method", "family", "observation_names", "action_names", "control_period", "horizon",
-    "action_low", "action_high", "reward_spec", "planner", "window", "inner_lr", "train_config",
+    "action_low", "action_high", "reward_spec", "planner", "window", "inner_lr", "decision_steps", "train_config",
 )  # fmt: skip
 
 

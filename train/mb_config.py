@@ -32,6 +32,10 @@ class MBConfig:
     """Episodes per iteration, each on a newly drawn training task, run in lockstep."""
     episode_steps: int = 0
     """Control steps per collected episode; 0 uses the family's horizon."""
+    decision_steps: int = 1
+    """Control steps per decision: the planner acts every this many steps and holds its action in between, and the
+    model predicts (and adapts on) transitions of this many steps. A coarser step looks further ahead for the same
+    planning horizon (horizon in seconds = planning_horizon x decision_steps x the family's control period)."""
     hidden: tuple[int, ...] = (128, 128)
     """ReLU MLP widths of the dynamics model (the reference code's 3x512 is ~15x slower to plan with)."""
     rnn_hidden: int = 64
@@ -93,7 +97,7 @@ class MBConfig:
         if self.planner not in PLANNERS:
             raise ConfigError(f"planner: must be one of {PLANNERS}, got {self.planner!r}")
         positive = ("iterations", "rollouts", "window", "future", "meta_batch", "train_steps", "samples",
-                    "planning_horizon", "checkpoint_every", "rnn_hidden")  # fmt: skip
+                    "planning_horizon", "checkpoint_every", "rnn_hidden", "decision_steps")  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

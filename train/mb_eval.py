@@ -41,6 +41,7 @@ def heldout_returns(
     episodes: int = 1,
     adapt: bool = True,
     video: str | None = None,
+    hold: int = 1,
 ) -> dict[str, float]:
     """Mean return per held-out test task of the model run as ``mode`` (grbal, rebal, mb, mb_de) with MPC;
     every task x episode runs in one lockstep batch; episode seeds derive from ``seed``. ``video``: a path prefix;
@@ -49,10 +50,9 @@ def heldout_returns(
     rng = np.random.default_rng([seed, EVAL_SEED_KEY])
     seeds = [int(s) for s in rng.integers(2**31 - 1, size=len(tasks))]
     model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr)
-    controller = MPCController(
-        model, build_planner(planner, family), ForwardCost(family.observation_names, family.reward_spec), rng, adapt
-    )
-    eps = run_episodes(family, tasks, seeds, steps, rng, controller)
+    cost = ForwardCost(family.observation_names, family.reward_spec)
+    controller = MPCController(model, build_planner(planner, family), cost, rng, adapt, hold=hold)
+    eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=hold)
     returns = eps.returns()
     if video is not None:
         from metactl.sim.render import render_episode
@@ -96,6 +96,7 @@ def evaluate_runs(
                 family, spec, params, stats, mode, extra["planner"], window=int(extra["window"]), lr=lr,
                 steps=steps or family.horizon, seed=int(cfg["seed"]), episodes=episodes,
                 video=None if video_dir is None else os.path.join(video_dir, f"video_{mode}_seed{cfg['seed']}"),
+                hold=int(extra.get("decision_steps", 1)),
             )  # fmt: skip
             for task, value in returns.items():
                 per_seed.setdefault(mode, {}).setdefault(task, []).append(value)

@@ -30,6 +30,15 @@ class Episodes:
     def env_steps(self) -> int:
         return int(self.lengths.sum())
 
+    def decisions(self, hold: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each episode as transitions of ``hold`` control steps: (obs [n + 1, d], act [n, a]) at the decisions,
+        n = whole decisions in the episode's valid length."""
+        out = []
+        for e, length in enumerate(self.lengths):
+            n = int(length) // hold
+            out.append((self.obs[e, : n * hold + 1 : hold], self.act[e, : n * hold : hold]))
+        return out
+
 
 def planner_config(cfg: object) -> dict:
     """The planner settings of an ``MBConfig`` as ``make_planner``'s dict (also what a bundle stores)."""
@@ -50,10 +59,15 @@ def run_episodes(
     steps: int,
     rng: np.random.Generator,
     controller: MPCController | None = None,
+    hold: int = 1,
 ) -> Episodes:
     """One episode per task (reset with ``seeds``), ``steps`` control steps, in lockstep; ``controller`` None
-    draws uniformly random actions from ``rng``. Terminated episodes keep being stepped but record nothing."""
+    draws uniformly random actions from ``rng``, each held for ``hold`` control steps (as the controller holds its
+    decisions). Terminated episodes keep being stepped but record nothing. A controller's model that can read
+    the simulator (the oracle) is attached to the batch."""
     batch = family.make_batch(tasks)
+    if controller is not None and hasattr(controller.model, "attach"):
+        controller.model.attach(batch)
     e = len(tasks)
     obs = np.zeros((e, steps + 1, family.obs_dim))
     act = np.zeros((e, steps, family.act_dim))
@@ -66,7 +80,7 @@ def run_episodes(
     low, high = family.action_low, family.action_high
     for t in range(steps):
         if controller is None:
-            a = rng.uniform(low, high, size=(e, family.act_dim))
+            a = rng.uniform(low, high, size=(e, family.act_dim)) if t % hold == 0 else act[:, t - 1]
         else:
             a = np.clip(controller.act(obs[:, t]), low, high)
         act[:, t] = a

@@ -68,14 +68,15 @@ def model_spec(config: MBConfig, family: TaskFamily) -> DynamicsSpec:
 class Dataset:
     """All transitions collected so far, as whole episodes (windows never cross an episode boundary)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: int = 1) -> None:
+        self.hold = hold
         self.episodes: list[tuple[np.ndarray, np.ndarray]] = []  # (obs [T+1, d], act [T, a]) per valid episode
 
     def add(self, eps: Episodes) -> None:
-        for e in range(len(eps.lengths)):
-            n = int(eps.lengths[e])
-            if n > 0:
-                self.episodes.append((eps.obs[e, : n + 1], eps.act[e, :n]))
+        """Keep ``eps`` as transitions of ``hold`` control steps (the model's step)."""
+        for obs, act in eps.decisions(self.hold):
+            if len(act) > 0:
+                self.episodes.append((obs, act))
 
     def transitions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         obs = np.concatenate([o[:-1] for o, _ in self.episodes])
@@ -157,8 +158,11 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
     family = make_family(config.family)
     spec = model_spec(config, family)
     steps = config.episode_steps or family.horizon
-    if config.window + config.future > steps:
-        raise ConfigError(f"window + future = {config.window + config.future} exceeds episode_steps {steps}")
+    if (config.window + config.future) * config.decision_steps > steps:
+        raise ConfigError(
+            f"window + future = {config.window + config.future} decisions of {config.decision_steps} steps exceed "
+            f"episode_steps {steps}; shorten the window or the decision step"
+        )
     ckpt_dir, data_dir = os.path.join(out_dir, "checkpoints"), os.path.join(out_dir, "data")
     os.makedirs(ckpt_dir, exist_ok=True)
     os.makedirs(data_dir, exist_ok=True)
@@ -179,8 +183,8 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
         if it > 0:
             model = TorchOnlineModel(COLLECT_MODE[config.method], spec, dm.to_numpy(state.params), state.stats,
                                      config.rollouts, config.window, config.inner_lr)  # fmt: skip
-            controller = MPCController(model, build_planner(planner, family), cost, rng)
-        eps = run_episodes(family, tasks, seeds, steps, rng, controller)
+            controller = MPCController(model, build_planner(planner, family), cost, rng, hold=config.decision_steps)
+        eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=config.decision_steps)
         np.savez(os.path.join(data_dir, f"iter_{it:04d}.npz"), obs=eps.obs, act=eps.act, rewards=eps.rewards,
                  lengths=eps.lengths)  # fmt: skip
         state.data.add(eps)
@@ -227,7 +231,7 @@ def refit(run_dir: str, out_path: str, *, hidden: tuple[int, ...], train_steps: 
         config = MBConfig.from_dict(json.load(f)).replace(hidden=tuple(hidden), train_steps=train_steps)
     family = make_family(config.family)
     spec = model_spec(config, family)
-    data = Dataset()
+    data = Dataset(config.decision_steps)
     paths = sorted(glob.glob(os.path.join(run_dir, "data", "iter_*.npz")))
     if not paths:
         raise ConfigError(f"{run_dir} holds no collected data (data/iter_*.npz); pass a 'metactl train' output")
@@ -251,7 +255,7 @@ def model_extra(config: MBConfig, family: TaskFamily, steps: int) -> dict[str, A
         "action_names": list(family.action_names), "control_period": family.control_period, "horizon": steps,
         "action_low": [float(v) for v in family.action_low], "action_high": [float(v) for v in family.action_high],
         "reward_spec": dict(family.reward_spec), "planner": planner_config(config), "window": config.window,
-        "inner_lr": config.inner_lr, "train_config": config.to_dict(),
+        "inner_lr": config.inner_lr, "decision_steps": config.decision_steps, "train_config": config.to_dict(),
     }  # fmt: skip
 
 
@@ -259,6 +263,7 @@ def _heldout(config: MBConfig, family: TaskFamily, spec: DynamicsSpec, state: _S
     return heldout_returns(
         family, spec, dm.to_numpy(state.params), state.stats, COLLECT_MODE[config.method], planner_config(config),
         window=config.window, lr=config.inner_lr, steps=config.eval_steps or family.horizon, seed=config.seed,
+        hold=config.decision_steps,
     )  # fmt: skip
 
 
@@ -284,7 +289,7 @@ class _State:
     def fresh(cls, config: MBConfig, spec: DynamicsSpec) -> _State:
         params = dm.init_params(spec, torch.Generator().manual_seed(config.seed))
         stats = DynamicsStats.identity(spec.obs_dim, spec.act_dim)
-        return cls(0, params, Adam(params, config.learning_rate), stats, Dataset())
+        return cls(0, params, Adam(params, config.learning_rate), stats, Dataset(config.decision_steps))
 
     @classmethod
     def resume(cls, config: MBConfig, spec: DynamicsSpec, out_dir: str) -> _State:
@@ -303,7 +308,8 @@ class _State:
             adam.v = [torch.tensor(f[f"v{i}"]) for i in range(n)]
             adam.t = int(f["adam_t"])
             stats = DynamicsStats.from_dict(json.loads(str(f["stats"])))
-            state = cls(int(f["iteration"]), params, adam, stats, Dataset(), int(f["env_steps"]), float(f["elapsed_s"]))
+            state = cls(int(f["iteration"]), params, adam, stats, Dataset(config.decision_steps), int(f["env_steps"]),
+                        float(f["elapsed_s"]))  # fmt: skip
         for it in range(state.iteration):
             with np.load(os.path.join(out_dir, "data", f"iter_{it:04d}.npz")) as d:
                 state.data.add(Episodes(d["obs"], d["act"], d["rewards"], d["lengths"]))
