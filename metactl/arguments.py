@@ -111,6 +111,12 @@ class Eval:
     """Control steps per episode (0: the family's horizon)."""
     de_lr: float | None = None
     """MB+DE step size (default: the run's inner_lr)."""
+    tasks: Literal["test", "change"] = "test"
+    """'test': the family's held-out test tasks; 'change': its mid-episode change tests (the dynamic setting)."""
+    oracle: bool = True
+    """Also run the oracle: the same planner and settings on the true simulator, on the same episodes."""
+    model_error: bool = False
+    """Also measure each model's open-loop prediction error over the planning horizon, on the oracle's episodes."""
     threads: int = 1
     """Torch threads."""
     video: bool = False

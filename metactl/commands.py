@@ -98,29 +98,51 @@ def export(cmd: cli.Export) -> dict[str, Any]:
 
 
 def evaluate(cmd: cli.Eval) -> dict[str, Any]:
-    from metactl.train.mb_eval import evaluate_runs
+    from metactl.train.heldout_table import evaluate_runs
 
     if not cmd.runs:
         raise UserError("metactl eval: name at least one 'metactl train grbal|rebal|mb' output folder")
     torch_threads(cmd.threads)
     try:
         result = evaluate_runs(list(cmd.runs), episodes=cmd.episodes, steps=cmd.steps, de_lr=cmd.de_lr,
+                               tasks=cmd.tasks, oracle=cmd.oracle, model_error=cmd.model_error,
                                video_dir=cmd.out if cmd.video else None)  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
-    names = {"grbal": "GrBAL", "rebal": "ReBAL", "mb": "MB", "mb_de": "MB+DE"}
-    rows = []
-    for mode in ("grbal", "rebal", "mb", "mb_de"):
-        if mode in result["methods"]:
-            n = len(next(iter(result["per_seed"][mode].values())))
-            cells = [f"{result['methods'][mode][t]:.1f} ± {result['std'][mode][t]:.1f}" for t in result["tasks"]]
-            rows.append((names[mode], n, *cells))
-    title = f"metactl eval: held-out returns on {result['family']} (mean ± std over seeds)"
-    print(format_table(title, ("method", "seeds", *result["tasks"]), rows))
-    summary = {**result["methods"], "family": result["family"], "tasks": result["tasks"], "std": result["std"],
-               "per_seed": result["per_seed"], "runs": [os.path.abspath(r) for r in cmd.runs]}  # fmt: skip
-    write_summary(cmd.out, summary)
-    return summary
+    _print_eval(result)
+    write_summary(cmd.out, result)
+    return result
+
+
+NAMES = {"grbal": "GrBAL", "frozen": "GrBAL frozen", "rebal": "ReBAL", "mb": "MB", "mb_de": "MB+DE", "oracle": "oracle"}
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    """Return and forward progress (mean ± standard error over seeds) per task, and each method's share of the
+    oracle's progress."""
+    for task in result["tasks"]:
+        rows = []
+        for mode, name in NAMES.items():
+            if mode not in result["returns"]:
+                continue
+            n = len(result["per_seed"][mode][task])
+            share = result.get(f"{mode}_vs_oracle", {}).get(task)
+            after = result["progress_after"][mode][task]
+            rows.append((name, n, _cell(result, "returns", mode, task), _cell(result, "progress", mode, task),
+                         f"{result['ctrl_cost'][mode][task]:.1f}", f"{result['alive'][mode][task]:.1f}",
+                         "-" if after != after else _cell(result, "progress_after", mode, task),
+                         "-" if share is None else f"{share:.2f}"))  # fmt: skip
+        title = (f"metactl eval: {result['family']}, {task} ({result['episodes']} episodes per seed, mean ± SE over "
+                 f"seeds; horizon {', '.join(f'{h:g}' for h in result['horizon_s'])} s)")  # fmt: skip
+        headers = ("method", "seeds", "return", "progress", "ctrl cost", "alive", "progress after change", "vs oracle")
+        print(format_table(title, headers, rows))
+    for task, d in result.get("adapt_vs_frozen", {}).items():
+        diff, se, n = d["return_diff"], d["se"], d["seeds"]
+        print(f"GrBAL adapting - frozen on {task}: {diff:+.1f} ± {se:.1f} (SE over {n} seeds)")
+
+
+def _cell(result: dict[str, Any], term: str, mode: str, task: str) -> str:
+    return f"{result[term][mode][task]:.1f} ± {result[term + '_se'][mode][task]:.1f}"
 
 
 def run(cmd: cli.Run) -> dict[str, Any]:

@@ -211,18 +211,27 @@ def test_model_based_flags_on_the_wrong_kind_are_one_line(quick_demo, tmp_path):
     assert_one_line_error(proc, "Unrecognized options: --threads", "metactl train es --help")
 
 
-def test_eval_writes_one_key_per_method(mb_cli_runs, tmp_path):
+def test_eval_writes_one_key_per_method_and_reference(mb_cli_runs, tmp_path):
     out = tmp_path / "eval"
     proc = metactl("eval", *mb_cli_runs.values(), "--steps", "15", "--threads", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     with open(out / "summary.json") as f:
         summary = json.load(f)
-    assert len(summary["tasks"]) == 1  # the held-out task: joint 0 disabled
-    for method in ("grbal", "rebal", "mb", "mb_de"):
-        returns = summary[method]
-        assert set(returns) == set(summary["tasks"]) and all(isinstance(v, float) for v in returns.values())
-        assert len(summary["per_seed"][method][summary["tasks"][0]]) == 1
-    assert "MB+DE" in proc.stdout and "GrBAL" in proc.stdout
+    assert summary["tasks"] == ["joint=0"]  # the held-out task: joint 0 disabled
+    for mode in ("grbal", "frozen", "rebal", "mb", "mb_de", "oracle"):
+        returns = summary[mode]
+        assert set(returns) == {"joint=0"} and all(isinstance(v, float) for v in returns.values())
+        assert len(summary["per_seed"][mode]["joint=0"]) == 1
+        if mode != "oracle":
+            assert isinstance(summary[f"{mode}_vs_oracle"]["joint=0"], float)
+    assert "MB+DE" in proc.stdout and "GrBAL frozen" in proc.stdout and "oracle" in proc.stdout
+    change = tmp_path / "change"
+    proc = metactl("eval", mb_cli_runs["grbal"], "--tasks", "change", "--steps", "12", "--threads", "1",
+                   "--out", str(change))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with open(change / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["tasks"] == ["joint 0 fails at 500"] and summary["progress_after"]["grbal"]  # the 12 steps: none
 
 
 def test_bench_mpc_smoke(mb_cli_runs, tmp_path):

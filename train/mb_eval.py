@@ -1,17 +1,24 @@
-"""Held-out evaluation of model-based controllers: GrBAL, ReBAL, MB and MB+DE on a family's test tasks."""
+"""Held-out episodes of model-based controllers, with what each return is made of.
+
+One evaluation drives E episodes in lockstep (``run_episodes``) with an adaptive MPC controller — a learned model in
+one of its modes, or the oracle — and records per episode its return split into forward progress (the reward's
+velocity term: displacement / control period), control cost and alive bonus, and for a task that changes
+mid-episode the progress made after the change. ``heldout_returns`` is the short form training uses.
+"""
 
 from __future__ import annotations
 
-import os
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
-from metactl.controllers.mpc import MPCController
+from metactl.controllers.mpc import MPCController, OnlineDynamics
 from metactl.sim import TaskFamily
-from metactl.sim.tasks import Task
-from metactl.train.mb_rollout import build_planner, run_episodes
+from metactl.sim.tasks import ChangeTask, Task
+from metactl.train.mb_rollout import Episodes, build_planner, run_episodes
 from metactl.train.torch_online import TorchOnlineModel
 
 EVAL_SEED_KEY = 8_888_888
@@ -21,9 +28,64 @@ def task_label(task: Task) -> str:
     """A short name for a held-out task in tables and ``summary.json``."""
     d = task.to_dict()
     d.pop("type")
-    if "name" in d:
+    if d.get("name"):
         return str(d["name"])
     return ",".join(f"{k}={v}" for k, v in d.items() if k != "mass_scale" or v != 1.0)
+
+
+@dataclasses.dataclass
+class EpisodeStats:
+    """Per episode [E]: return = progress - ctrl_cost + alive; ``progress_after`` is the progress made from a task's
+    change on (NaN for a task that does not change); ``displacement`` in meters."""
+
+    returns: np.ndarray
+    progress: np.ndarray
+    ctrl_cost: np.ndarray
+    alive: np.ndarray
+    progress_after: np.ndarray
+    displacement: np.ndarray
+
+
+def episode_stats(family: TaskFamily, tasks: Sequence[Task], eps: Episodes) -> EpisodeStats:
+    """What the returns of ``eps`` (one per task) are made of, from the episodes' root positions and actions."""
+    spec = family.reward_spec  # type: ignore[attr-defined]
+    steps = np.arange(eps.act.shape[1])[None] < eps.lengths[:, None]
+    ctrl = float(spec["ctrl_cost"]) * np.einsum("eta,eta->e", eps.act * steps[..., None], eps.act)
+    alive = float(spec.get("alive_bonus", 0.0)) * eps.lengths
+    end = eps.x[np.arange(len(tasks)), eps.lengths]
+    dt = family.control_period
+    after = np.array([
+        (end[i] - eps.x[i, min(t.at_step, eps.lengths[i])]) / dt if isinstance(t, ChangeTask) else np.nan
+        for i, t in enumerate(tasks)
+    ])  # fmt: skip
+    displacement = end - eps.x[:, 0]
+    return EpisodeStats(eps.returns(), displacement / dt, ctrl, alive, after, displacement)
+
+
+def run_controller(
+    family: TaskFamily,
+    tasks: Sequence[Task],
+    seeds: Sequence[int],
+    steps: int,
+    model: OnlineDynamics,
+    planner: dict[str, Any],
+    *,
+    hold: int,
+    rng: np.random.Generator,
+    adapt: bool = True,
+) -> tuple[EpisodeStats, Episodes]:
+    """One episode per task, driven by adaptive MPC on ``model`` (E = len(tasks) in lockstep)."""
+    cost = ForwardCost(family.observation_names, family.reward_spec)  # type: ignore[attr-defined]
+    controller = MPCController(model, build_planner(planner, family), cost, rng, adapt, hold=hold)
+    eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=hold)
+    return episode_stats(family, tasks, eps), eps
+
+
+def episode_seeds(seed: int, n: int) -> tuple[list[int], np.random.Generator]:
+    """The held-out episode seeds of a run of seed ``seed`` (the same for every method and reference), and the
+    generator of the planner's noise."""
+    rng = np.random.default_rng([seed, EVAL_SEED_KEY])
+    return [int(s) for s in rng.integers(2**31 - 1, size=n)], rng
 
 
 def heldout_returns(
@@ -40,76 +102,15 @@ def heldout_returns(
     seed: int,
     episodes: int = 1,
     adapt: bool = True,
-    video: str | None = None,
     hold: int = 1,
 ) -> dict[str, float]:
     """Mean return per held-out test task of the model run as ``mode`` (grbal, rebal, mb, mb_de) with MPC;
-    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``. ``video``: a path prefix;
-    the first episode of each task is written as ``<video>_<task>.mp4``."""
+    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``."""
     tasks = [t for t in family.test_tasks() for _ in range(episodes)]
-    rng = np.random.default_rng([seed, EVAL_SEED_KEY])
-    seeds = [int(s) for s in rng.integers(2**31 - 1, size=len(tasks))]
+    seeds, rng = episode_seeds(seed, len(tasks))
     model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr)
-    cost = ForwardCost(family.observation_names, family.reward_spec)
-    controller = MPCController(model, build_planner(planner, family), cost, rng, adapt, hold=hold)
-    eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=hold)
-    returns = eps.returns()
-    if video is not None:
-        from metactl.sim.render import render_episode
-
-        for i in range(0, len(tasks), episodes):
-            render_episode(family, tasks[i], eps.obs[i, : eps.lengths[i] + 1], f"{video}_{task_label(tasks[i])}.mp4")
+    result, _ = run_controller(family, tasks, seeds, steps, model, planner, hold=hold, rng=rng, adapt=adapt)
     out: dict[str, list[float]] = {}
-    for task, ret in zip(tasks, returns, strict=True):
+    for task, ret in zip(tasks, result.returns, strict=True):
         out.setdefault(task_label(task), []).append(float(ret))
     return {k: float(np.mean(v)) for k, v in out.items()}
-
-
-METHOD_MODES = {"grbal": ("grbal",), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
-"""Evaluated modes per trained method: an MB model is evaluated as MB and as MB+DE (dynamic evaluation)."""
-
-
-def evaluate_runs(
-    run_dirs: list[str], *, episodes: int = 1, steps: int = 0, de_lr: float | None = None, video_dir: str | None = None
-) -> dict[str, Any]:
-    """Held-out returns of every run in ``run_dirs`` (``metactl train grbal|rebal|mb`` outputs, one family).
-
-    Returns ``{"family", "tasks", "methods": {mode: {task: mean over seeds}}, "std": {...}, "per_seed": {...}}``;
-    ``steps`` overrides the episode length (0: the family's horizon); ``de_lr`` MB+DE's step size (default:
-    the run's inner_lr). Each run is evaluated on its own seed's episode seeds.
-    """
-    from metactl.controllers.serialization import load_dynamics_model
-    from metactl.sim import make_family
-
-    per_seed: dict[str, dict[str, list[float]]] = {}
-    families = set()
-    for run in run_dirs:
-        spec, params, stats, extra = load_dynamics_model(_model_path(run))
-        cfg = extra["train_config"]
-        families.add(extra["family"])
-        if len(families) > 1:
-            raise ValueError(f"runs mix task families {sorted(families)}; evaluate one family at a time")
-        family = make_family(extra["family"])
-        for mode in METHOD_MODES[extra["method"]]:
-            lr = de_lr if (mode == "mb_de" and de_lr is not None) else float(extra["inner_lr"])
-            returns = heldout_returns(
-                family, spec, params, stats, mode, extra["planner"], window=int(extra["window"]), lr=lr,
-                steps=steps or family.horizon, seed=int(cfg["seed"]), episodes=episodes,
-                video=None if video_dir is None else os.path.join(video_dir, f"video_{mode}_seed{cfg['seed']}"),
-                hold=int(extra.get("decision_steps", 1)),
-            )  # fmt: skip
-            for task, value in returns.items():
-                per_seed.setdefault(mode, {}).setdefault(task, []).append(value)
-    methods = {m: {t: float(np.mean(v)) for t, v in tasks.items()} for m, tasks in per_seed.items()}
-    std = {m: {t: float(np.std(v)) for t, v in tasks.items()} for m, tasks in per_seed.items()}
-    tasks = sorted({t for v in per_seed.values() for t in v})
-    return {"family": families.pop(), "tasks": tasks, "methods": methods, "std": std, "per_seed": per_seed}
-
-
-def _model_path(run: str) -> str:
-    import os
-
-    path = os.path.join(run, "model.npz") if os.path.isdir(run) else run
-    if not os.path.isfile(path):
-        raise ValueError(f"no trained model at {path}; pass 'metactl train grbal|rebal|mb' output folders")
-    return path

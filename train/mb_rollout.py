@@ -15,12 +15,14 @@ from metactl.sim.tasks import Task, TaskFamily
 @dataclasses.dataclass
 class Episodes:
     """E episodes: obs [E, T+1, d], act [E, T, a] (as applied, after clipping), rewards [E, T]; an episode that
-    terminated early has ``lengths[e]`` < T valid transitions (the rest is padding)."""
+    terminated early has ``lengths[e]`` < T valid transitions (the rest is padding). ``x`` [E, T+1]: the robot's
+    root x position [m] (MuJoCo families; zeros otherwise), which the observations leave out."""
 
     obs: np.ndarray
     act: np.ndarray
     rewards: np.ndarray
     lengths: np.ndarray
+    x: np.ndarray | None = None
 
     def returns(self) -> np.ndarray:
         mask = np.arange(self.rewards.shape[1])[None] < self.lengths[:, None]
@@ -74,7 +76,11 @@ def run_episodes(
     rewards = np.zeros((e, steps))
     lengths = np.full(e, steps)
     alive = np.ones(e, dtype=bool)
+    xs = np.zeros((e, steps + 1))
     obs[:, 0] = batch.reset(seeds)
+    track = getattr(batch, "x", None)  # the root x of MuJoCo batches, updated in place every step
+    if track is not None:
+        xs[:, 0] = track
     if controller is not None:
         controller.reset()
     low, high = family.action_low, family.action_high
@@ -85,10 +91,12 @@ def run_episodes(
             a = np.clip(controller.act(obs[:, t]), low, high)
         act[:, t] = a
         obs[:, t + 1], rewards[:, t], done = batch.step(a)
+        if track is not None:
+            xs[:, t + 1] = track
         ended = alive & done
         lengths[ended] = t + 1
         alive &= ~done
         if not alive.any():
             lengths[alive] = t + 1
             break
-    return Episodes(obs, act, rewards * (np.arange(steps)[None] < lengths[:, None]), lengths)
+    return Episodes(obs, act, rewards * (np.arange(steps)[None] < lengths[:, None]), lengths, xs)

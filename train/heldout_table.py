@@ -1,0 +1,165 @@
+"""The held-out table of model-based runs: every method next to its references, on the same episodes.
+
+For each run (one seed of GrBAL, ReBAL or MB) and each held-out task — the family's test tasks, or its mid-episode
+change tests — the same episodes (seeds derived from the run's seed, planner noise included) are driven by:
+
+- the method itself (GrBAL, ReBAL; an MB model as MB and as MB+DE, dynamic evaluation);
+- *frozen*: a GrBAL model's meta-trained weights without the adaptation step;
+- the *oracle*: the same planner and settings on the true simulator (``train.oracle``).
+
+Reported per task: mean ± standard error over seeds (of each seed's mean over its episodes) of the return and of
+what it is made of (forward progress, control cost, alive bonus; progress after a mid-episode change), each
+method's forward progress as a fraction of the oracle's (``<method>_vs_oracle``), GrBAL adapting vs frozen as a
+paired difference over seeds, the planner's horizon in seconds, and optionally (``model_error``) each model's
+open-loop prediction error over the horizon on the oracle's episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from metactl.controllers.serialization import load_dynamics_model
+from metactl.sim import make_family
+from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller, task_label
+from metactl.train.model_error import open_loop_error
+from metactl.train.oracle import OracleDynamics
+from metactl.train.torch_online import TorchOnlineModel
+
+METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
+"""Evaluated modes per trained method: GrBAL also frozen (no adaptation step); an MB model also as MB+DE."""
+TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
+
+
+def _model_path(run: str) -> str:
+    path = os.path.join(run, "model.npz") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise ValueError(f"no trained model at {path}; pass 'metactl train grbal|rebal|mb' output folders")
+    return path
+
+
+def evaluate_runs(
+    run_dirs: list[str],
+    *,
+    episodes: int = 1,
+    steps: int = 0,
+    de_lr: float | None = None,
+    tasks: str = "test",
+    oracle: bool = True,
+    model_error: bool = False,
+    video_dir: str | None = None,
+) -> dict[str, Any]:
+    """The table of ``run_dirs`` (``metactl train grbal|rebal|mb`` outputs of one family); see the module doc.
+    ``tasks``: 'test' (held-out test tasks) or 'change' (mid-episode change tests); ``steps`` overrides the episode
+    length (0: the family's horizon); ``de_lr`` MB+DE's step size (default: the run's inner_lr)."""
+    runs = [load_dynamics_model(_model_path(r)) for r in run_dirs]
+    families = {extra["family"] for _, _, _, extra in runs}
+    if len(families) != 1:
+        raise ValueError(f"runs mix task families {sorted(families)}; evaluate one family at a time")
+    family = make_family(families.pop())
+    if tasks not in ("test", "change"):
+        raise ValueError(f"tasks must be 'test' or 'change', got {tasks!r}")
+    if tasks == "change" and not hasattr(family, "change_tests"):
+        raise ValueError(f"family {family.name} has no mid-episode change tests")
+    held_out = family.test_tasks() if tasks == "test" else family.change_tests()  # type: ignore[attr-defined]
+    batch_tasks = [t for t in held_out for _ in range(episodes)]
+    steps = steps or family.horizon
+    per_seed: dict[str, dict[str, dict[str, list[float]]]] = {}  # mode -> term -> task -> per-seed means
+    oracles: dict[str, tuple[EpisodeStats, Any]] = {}
+    errors: dict[str, dict[str, list[list[float]]]] = {}
+    horizons = {}
+    for (spec, params, stats, extra), run_dir in zip(runs, run_dirs, strict=True):
+        seed, hold = int(extra["train_config"]["seed"]), int(extra.get("decision_steps", 1))
+        planner, window = extra["planner"], int(extra["window"])
+        horizons[run_dir] = planner["horizon"] * hold * family.control_period
+        seeds, _ = episode_seeds(seed, len(batch_tasks))
+        key = json.dumps([seed, planner, hold], sort_keys=True)
+        if oracle and key not in oracles:
+            oracles[key] = run_controller(family, batch_tasks, seeds, steps, OracleDynamics(hold), planner, hold=hold,
+                                          rng=episode_seeds(seed, len(batch_tasks))[1])  # fmt: skip
+            _add(per_seed, f"oracle#{key}", oracles[key][0], batch_tasks)
+        for mode in METHOD_MODES[extra["method"]]:
+            lr = de_lr if (mode == "mb_de" and de_lr is not None) else float(extra["inner_lr"])
+            model_mode = "grbal" if mode == "frozen" else mode
+            model = TorchOnlineModel(model_mode, spec, params, stats, len(batch_tasks), window, lr)
+            rng = episode_seeds(seed, len(batch_tasks))[1]
+            result, eps = run_controller(family, batch_tasks, seeds, steps, model, planner, hold=hold, rng=rng,
+                                         adapt=mode != "frozen")  # fmt: skip
+            _add(per_seed, mode, result, batch_tasks)
+            if video_dir is not None:
+                _videos(family, batch_tasks, episodes, eps, os.path.join(video_dir, f"video_{mode}_seed{seed}"))
+            if model_error and oracle:
+                decisions = oracles[key][1].decisions(hold)
+                velocity = family.observation_names.index(family.reward_spec["velocity_signal"])
+                err = open_loop_error(spec, params, stats, "mb" if mode == "frozen" else model_mode, decisions,
+                                      window=window, lr=lr, horizon=planner["horizon"],
+                                      velocity_index=velocity)  # fmt: skip
+                for k, v in err.items():
+                    errors.setdefault(mode, {}).setdefault(k, []).append(v)
+    _merge_oracles(per_seed)
+    return _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizons, run_dirs)
+
+
+def _add(per_seed: dict, mode: str, result: EpisodeStats, tasks: list) -> None:
+    for term in TERMS:
+        by_task: dict[str, list[float]] = {}
+        for task, value in zip(tasks, getattr(result, term), strict=True):
+            by_task.setdefault(task_label(task), []).append(float(value))
+        for label, values in by_task.items():
+            per_seed.setdefault(mode, {}).setdefault(term, {}).setdefault(label, []).append(float(np.mean(values)))
+
+
+def _merge_oracles(per_seed: dict) -> None:
+    """One oracle column: each seed's oracle (its planner settings) in seed order."""
+    keys = [k for k in per_seed if k.startswith("oracle#")]
+    if not keys:
+        return
+    merged: dict[str, dict[str, list[float]]] = {}
+    for key in keys:
+        for term, by_task in per_seed.pop(key).items():
+            for label, values in by_task.items():
+                merged.setdefault(term, {}).setdefault(label, []).extend(values)
+    per_seed["oracle"] = merged
+
+
+def _se(values: list[float]) -> float:
+    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizons, run_dirs) -> dict[str, Any]:
+    labels = [task_label(t) for t in held_out]
+    out: dict[str, Any] = {"family": family.name, "task_set": tasks, "tasks": labels, "episodes": episodes,
+                           "steps": steps, "horizon_s": sorted(set(horizons.values())),
+                           "runs": [os.path.abspath(r) for r in run_dirs]}  # fmt: skip
+    for term in TERMS:
+        out[term] = {m: {t: float(np.mean(v)) for t, v in d[term].items()} for m, d in per_seed.items()}
+        out[f"{term}_se"] = {m: {t: _se(v) for t, v in d[term].items()} for m, d in per_seed.items()}
+    out["per_seed"] = {m: d["returns"] for m, d in per_seed.items()}
+    out["per_seed_progress"] = {m: d["progress"] for m, d in per_seed.items()}
+    for mode in per_seed:
+        out[mode] = out["returns"][mode]  # the summary keys: grbal, rebal, mb, mb_de, frozen, oracle
+    if "oracle" in per_seed:
+        oracle = out["progress"]["oracle"]
+        for mode in per_seed:
+            if mode != "oracle":
+                out[f"{mode}_vs_oracle"] = {t: v / oracle[t] if oracle[t] else float("nan")
+                                            for t, v in out["progress"][mode].items()}  # fmt: skip
+    if "grbal" in per_seed and "frozen" in per_seed:
+        out["adapt_vs_frozen"] = {}
+        for label in labels:
+            diff = np.subtract(per_seed["grbal"]["returns"][label], per_seed["frozen"]["returns"][label])
+            out["adapt_vs_frozen"][label] = {"return_diff": float(diff.mean()), "se": _se(list(diff)),
+                                             "seeds": len(diff)}  # fmt: skip
+    if errors:
+        out["model_error"] = {m: {k: np.mean(v, axis=0).tolist() for k, v in d.items()} for m, d in errors.items()}
+    return out
+
+
+def _videos(family, tasks, episodes, eps, prefix: str) -> None:
+    from metactl.sim.render import render_episode
+
+    for i in range(0, len(tasks), episodes):
+        render_episode(family, tasks[i], eps.obs[i, : eps.lengths[i] + 1], f"{prefix}_{task_label(tasks[i])}.mp4")
