@@ -111,8 +111,9 @@ class Eval:
     """Control steps per episode (0: the family's horizon)."""
     de_lr: float | None = None
     """MB+DE step size (default: the run's inner_lr)."""
-    tasks: Literal["test", "change"] = "test"
-    """'test': the family's held-out test tasks; 'change': its mid-episode change tests (the dynamic setting)."""
+    tasks: Literal["test", "change", "validation"] = "test"
+    """'test': the family's held-out test tasks; 'change': its mid-episode change tests (the dynamic setting);
+    'validation': training-distribution tasks, for choosing hyperparameters (never on a test task)."""
     oracle: bool = True
     """Also run the oracle: the same planner and settings on the true simulator, on the same episodes."""
     model_error: bool = False

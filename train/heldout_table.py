@@ -30,8 +30,25 @@ from metactl.train.oracle import OracleDynamics
 from metactl.train.torch_online import TorchOnlineModel
 
 METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
+VALIDATION_KEY, VALIDATION_TASKS = 4_242, 5
+"""Validation tasks: this many training-distribution tasks drawn with this fixed key (``docs/model_selection.md``)."""
 """Evaluated modes per trained method: GrBAL also frozen (no adaptation step); an MB model also as MB+DE."""
 TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
+
+
+def task_set(family: Any, tasks: str) -> list[Any]:
+    """'test': the held-out test tasks; 'change': the mid-episode change tests; 'validation': training-distribution
+    tasks for choosing hyperparameters (never the test tasks)."""
+    if tasks == "test":
+        return family.test_tasks()
+    if tasks == "change":
+        if not hasattr(family, "change_tests"):
+            raise ValueError(f"family {family.name} has no mid-episode change tests")
+        return family.change_tests()
+    if tasks == "validation":  # up to VALIDATION_TASKS distinct ones (every training task of a discrete family)
+        drawn = family.sample_tasks(np.random.default_rng(VALIDATION_KEY), 10 * VALIDATION_TASKS)
+        return list(dict.fromkeys(drawn))[:VALIDATION_TASKS]
+    raise ValueError(f"tasks must be 'test', 'change' or 'validation', got {tasks!r}")
 
 
 def _model_path(run: str) -> str:
@@ -53,18 +70,14 @@ def evaluate_runs(
     video_dir: str | None = None,
 ) -> dict[str, Any]:
     """The table of ``run_dirs`` (``metactl train grbal|rebal|mb`` outputs of one family); see the module doc.
-    ``tasks``: 'test' (held-out test tasks) or 'change' (mid-episode change tests); ``steps`` overrides the episode
+    ``tasks``: see ``task_set``; ``steps`` overrides the episode
     length (0: the family's horizon); ``de_lr`` MB+DE's step size (default: the run's inner_lr)."""
     runs = [load_dynamics_model(_model_path(r)) for r in run_dirs]
     families = {extra["family"] for _, _, _, extra in runs}
     if len(families) != 1:
         raise ValueError(f"runs mix task families {sorted(families)}; evaluate one family at a time")
     family = make_family(families.pop())
-    if tasks not in ("test", "change"):
-        raise ValueError(f"tasks must be 'test' or 'change', got {tasks!r}")
-    if tasks == "change" and not hasattr(family, "change_tests"):
-        raise ValueError(f"family {family.name} has no mid-episode change tests")
-    held_out = family.test_tasks() if tasks == "test" else family.change_tests()  # type: ignore[attr-defined]
+    held_out = task_set(family, tasks)
     batch_tasks = [t for t in held_out for _ in range(episodes)]
     steps = steps or family.horizon
     per_seed: dict[str, dict[str, dict[str, list[float]]]] = {}  # mode -> term -> task -> per-seed means
