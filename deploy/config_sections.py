@@ -77,6 +77,8 @@ class SafetySection:
     safe_command: tuple[float, ...] | None = None
     startup_pose: tuple[float, ...] | None = None
     startup_steps: int = 0
+    max_non_finite_commands: int = 10
+    """Non-finite commands (replaced by the safe command) tolerated in a run before it stops as a safety stop."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,11 +166,13 @@ def read_safety(r: FieldReader, data: dict[str, Any], actions: tuple[str, ...], 
     if watchdog is not None and watchdog < period_s:
         raise r.fail(f"safety.watchdog_s = {watchdog} is shorter than control.period_s = {period_s}; make it longer")
     steps = r.get(data, "safety.startup_steps", is_nonneg_int, "an integer >= 0", "e.g. 20", 0)
+    nan_limit = r.get(data, "safety.max_non_finite_commands", is_nonneg_int, "an integer >= 0", "e.g. 10", 10)
     return SafetySection(
         watchdog_s=None if watchdog is None else float(watchdog),
         safe_command=_vector(r, data, "safety.safe_command", n, None),
         startup_pose=_vector(r, data, "safety.startup_pose", n, None),
         startup_steps=steps,
+        max_non_finite_commands=nan_limit,
     )
 
 

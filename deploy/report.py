@@ -21,6 +21,9 @@ from metactl.summary import jsonable, write_summary
 log = logging.getLogger(__name__)
 
 EPISODE_KINDS = ("pre", "query", "post")
+EXIT_CODES = {"completed": 0, "link_lost": 3, "robot_fault": 4, "safety_stop": 4}
+"""Run status -> the exit code of ``metactl run``: 0 completed as asked (a configured fail-over to simulation
+included), 3 the robot link lost, 4 a safety stop (state limits, the robot's own safe-stop, non-finite commands)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +60,19 @@ class OnlineReport:
     adaptation: dict[str, Any]
     seed: int
     status: str = "completed"
+    """One of ``EXIT_CODES``."""
+    detail: str = ""
+    """Why the run stopped (empty when it completed)."""
+    failed_over: bool = False
+    """The run continued (or started) on the config's [fallback] simulation."""
     events: tuple[dict[str, Any], ...] = ()
     health: dict[str, Any] = dataclasses.field(default_factory=dict)
     observations: dict[int, np.ndarray] = dataclasses.field(default_factory=dict, compare=False)
     """Episode index -> observations [length + 1, obs_dim] of the pre and post episodes (``run_online(record=...)``)."""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
 
     @property
     def post_adaptation_return(self) -> float:
@@ -82,6 +94,9 @@ class OnlineReport:
             "adaptation": self.adaptation,
             "seed": self.seed,
             "status": self.status,
+            "detail": self.detail,
+            "exit_code": self.exit_code,
+            "failed_over": self.failed_over,
             "events": [jsonable(e) for e in self.events],
             **jsonable(self.health),
         }

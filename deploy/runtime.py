@@ -115,7 +115,7 @@ def run_online(
         name_signals(sink, config)
     sinks = [s for s in (logger, *observers) if s is not None]
     log_fn = (lambda topic, rec, t_ns: [s.log(topic, rec, t_ns) for s in sinks]) if sinks else None
-    status, runner = "completed", None
+    status, detail, failed_over, runner = "completed", "", False, None
     link_info, health, events = {"link": config.robot.link}, {}, ()
     try:
         with (
@@ -133,8 +133,9 @@ def run_online(
             try:
                 plan.run(runner, seeds, adaptation_steps)
             except RunStoppedError as e:
-                status = f"stopped: {e}"
+                status, detail = e.reason, e.detail
                 log.warning("run stopped safely: %s", e)
+            failed_over = session.failed_over
             link_info = session.link.describe()
             health = {"timing": session.timer.summary(), "safety": dict(session.safety.counts)}
             if hasattr(session.link, "counters"):
@@ -144,7 +145,7 @@ def run_online(
             health["missed_steps"] = session.missed_steps
             events = tuple(session.events)
     except RunStoppedError as e:  # the robot failed during start-up, before any episode
-        status = f"stopped: {e}"
+        status, detail = e.reason, e.detail
         log.warning("run stopped safely during start-up: %s", e)
     finally:
         if logger is not None:
@@ -163,6 +164,8 @@ def run_online(
         adaptation=plan.description,
         seed=seed,
         status=status,
+        detail=detail,
+        failed_over=failed_over,
         events=events,
         health=health,
         observations=runner.observations if runner is not None else {},

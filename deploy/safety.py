@@ -1,9 +1,10 @@
 """The one safety layer between every policy and every robot (simulated, emulated or real).
 
-Commands: non-finite values become the safe command and a fault record; the rest is
-clipped to the configured command range, then rate-limited to the configured change
-per control step. States: a position or velocity outside its configured limit stops
-the run (``SafetyStopError``) after the robot is told to safe-stop.
+Commands: non-finite values become the safe command and a fault record, and more of them in a run
+than ``safety.max_non_finite_commands`` stop it (a broken controller); the rest is clipped to the
+configured command range, then rate-limited to the configured change per control step. States: a
+position or velocity outside its configured limit stops the run (``SafetyStopError``) after the
+robot is told to safe-stop.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class SafetyLayer:
         self._limit_hi = np.array([v[1] for v in lim.position.values()] + list(lim.velocity.values()))
         self.sink = sink
         self.counts = {"non_finite_commands": 0, "limited_commands": 0, "state_stops": 0}
+        self.max_non_finite = config.safety.max_non_finite_commands
         self._prev = self.safe_command.copy()
 
     def reset(self, previous: np.ndarray | None = None) -> None:
@@ -56,6 +58,12 @@ class SafetyLayer:
         if not np.isfinite(cmd).all():
             self.counts["non_finite_commands"] += 1
             self._event("/fault", {"source": "safety", "code": "non_finite_command", "command": cmd})
+            if self.counts["non_finite_commands"] > self.max_non_finite:
+                self.counts["state_stops"] += 1
+                raise SafetyStopError(
+                    f"{self.counts['non_finite_commands']} non-finite commands (more than "
+                    f"safety.max_non_finite_commands = {self.max_non_finite}): the controller is broken"
+                )
             out = self.safe_command.copy()
         else:
             out = np.clip(cmd, self.low, self.high)

@@ -57,6 +57,11 @@ class SerialRobot:
         self._t = 0.0
         try:
             self.transport.open()
+        except ValueError as e:  # pyserial: not a device path nor a URL it knows
+            raise HardwareConfigError(
+                f"port {self.port!r} is neither a device path nor a pyserial URL ({e}); use e.g. /dev/ttyUSB0 or "
+                "socket://host:port"
+            ) from None
         except (OSError, serial.SerialException) as e:
             raise NoHardwareError(f"cannot open {self.port}: {e}") from None
         try:

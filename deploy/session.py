@@ -64,7 +64,12 @@ class PolicyController:
 
 
 class RunStoppedError(RuntimeError):
-    """The run ended early, safely: the link was lost (``on_link_loss = "stop"``), a state limit was hit."""
+    """The run ended early, safely: ``reason`` is ``link_lost`` (``on_link_loss = "stop"``), ``robot_fault`` (the
+    robot safe-stopped itself) or ``safety_stop`` (a state limit, too many non-finite commands)."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
 
 
 class RobotSession:
@@ -99,6 +104,7 @@ class RobotSession:
         self._episode_index = 0
         self.missed_steps = 0
         self.lost_link_counters: dict[str, int] | None = None  # the serial link's counters, if it failed over
+        self.failed_over = False  # the run continued (or started) on the [fallback] simulation
         self.link = self._open(port)
         try:
             try:
@@ -226,7 +232,7 @@ class RobotSession:
     def _on_failure(self, error: Exception) -> None:
         t0 = time.perf_counter()
         confirmed = self.link.safe_stop()
-        kind = {LinkLostError: "link_lost", RobotFaultError: "robot_fault"}.get(type(error), "state_limit")
+        kind = {LinkLostError: "link_lost", RobotFaultError: "robot_fault"}.get(type(error), "safety_stop")
         self._log_robot_faults()
         self._event(
             "/fault",
@@ -237,8 +243,8 @@ class RobotSession:
         if hasattr(self.link, "counters"):
             self.lost_link_counters = self.link.counters()
         self._close_quietly()
-        if kind == "state_limit" or policy == "stop":
-            raise RunStoppedError(f"{kind}: {error}; the robot was safe-stopped and the run ended") from None
+        if kind == "safety_stop" or policy == "stop":
+            raise RunStoppedError(kind, f"{error}; the robot was safe-stopped and the run ended") from None
         self._switch(kind, str(error))
         self.link = open_fallback(self.config, self.task)
         self._faults_seen = 0
@@ -249,6 +255,7 @@ class RobotSession:
             self._idle_fn(math.inf)
 
     def _switch(self, reason: str, detail: str) -> None:
+        self.failed_over = True
         fb = self.config.fallback
         msg = f"NO HARDWARE ({detail}): RUNNING ON SIMULATION {fb.family!r}" if reason == "none" else (
             f"LINK {reason.upper()} ({detail}): CONTINUING ON SIMULATION {fb.family!r}")  # fmt: skip

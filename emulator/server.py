@@ -47,7 +47,10 @@ class Server:
             self.address = os.ttyname(self._slave)
         else:
             host, port = _parse_listen(listen)
-            self._listener = socket.create_server((host, port))
+            try:
+                self._listener = socket.create_server((host, port))
+            except (OSError, OverflowError) as e:  # a port in use, a host that does not resolve
+                raise ValueError(f"--listen {listen}: cannot listen there ({e}); choose another host or port") from None
             self.address = f"socket://{host}:{self._listener.getsockname()[1]}"
             self._conn: socket.socket | None = None
 
@@ -173,6 +176,6 @@ def _parse_listen(listen: str) -> tuple[str, int]:
     if not listen.startswith("tcp://") or ":" not in listen[6:]:
         raise ValueError(f"--listen {listen!r} must look like tcp://127.0.0.1:5555 (port 0 picks a free one)")
     host, _, port = listen[6:].rpartition(":")
-    if not port.isdigit():
-        raise ValueError(f"--listen {listen!r}: port {port!r} is not a number; e.g. tcp://127.0.0.1:5555")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--listen {listen!r}: port {port!r} is not a port number 0..65535; e.g. tcp://127.0.0.1:5555")
     return host, int(port)

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import os
 import re
 import sys
 import typing
@@ -143,7 +144,18 @@ def parse(argv: list[str]) -> tuple[Callable[[Any], dict[str, Any]], Any]:
         raise UserError(_one_line(captured.getvalue(), prog)) from None
     if settings_type is not None:  # back to the library's own config class
         args = dataclasses.replace(args, settings=settings_type(**vars(args.settings)))
+    _check_common(args)
     return fn, args
+
+
+def _check_common(args: Any) -> None:
+    """Arguments many commands share: a seed is >= 0, and --out is a folder (new or existing), never a file."""
+    seed = getattr(args, "seed", None)
+    if isinstance(seed, int) and seed < 0:
+        raise UserError(f"--seed must be an integer >= 0, got {seed}")
+    out = getattr(args, "out", None)
+    if isinstance(out, str) and os.path.isfile(out):
+        raise UserError(f"--out {out} is a file; name a folder (new, or one this command wrote before)")
 
 
 def _flag_type(settings: type) -> type:

@@ -148,6 +148,12 @@ def _cell(result: dict[str, Any], term: str, mode: str, task: str) -> str:
 def run(cmd: cli.Run) -> dict[str, Any]:
     from metactl import deploy
 
+    if cmd.adapt_steps < 1:
+        raise UserError(f"--adapt-steps must be >= 1 (each step is one adaptation), got {cmd.adapt_steps}")
+    if cmd.time_scale is not None and not (cmd.time_scale >= 0 and cmd.time_scale < float("inf")):
+        raise UserError(f"--time-scale must be a finite number >= 0 (0: unpaced), got {cmd.time_scale}")
+    if cmd.live is not None and not 0 <= cmd.live <= 65535:
+        raise UserError(f"--live must be a port number 0..65535, got {cmd.live}")
     config = deploy.load_hardware_config(cmd.config)
     observers = []
     if cmd.live is not None:
@@ -175,7 +181,7 @@ def run(cmd: cli.Run) -> dict[str, Any]:
     title = f"metactl run: {config.robot_name}, task {summary['task']}, {summary['episodes']} robot episodes"
     print(format_table(title, ("policy", "query episodes so far", "return", "gain"), rows))
     if report.status != "completed":
-        print(f"metactl run: {report.status}: {report.detail}", file=sys.stderr)
+        print(f"metactl run: {report.status}: {report.detail} (exit {report.exit_code})", file=sys.stderr)
     timing = summary.get("timing", {})
     if "deadline_met_fraction" in timing:
         print(f"loop: {timing['cycles']} cycles, {100 * timing['deadline_met_fraction']:.2f}% on time, "

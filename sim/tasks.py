@@ -9,6 +9,7 @@ tasks, and builds a ``BatchSim`` that steps many instances of the family at once
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -135,7 +136,17 @@ def task_from_dict(data: dict[str, Any]) -> Task:
     for key in ("distractors", "ramps"):
         if key in data:
             data[key] = tuple(tuple(float(v) for v in g) for g in data[key])
+    bad = [k for k, v in data.items() if not _finite(v)]
+    if bad:
+        raise TaskError(f"task type {kind} has non-finite {bad[0]} = {data[bad[0]]!r}; give finite numbers")
     return cls(**data)
+
+
+def _finite(value: Any) -> bool:
+    """Every number in ``value`` (nested tuples included) is finite."""
+    if isinstance(value, tuple):
+        return all(_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
 
 
 class BatchSim(ABC):

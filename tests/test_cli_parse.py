@@ -97,3 +97,32 @@ def test_a_missing_extra_is_named_in_one_line(tmp_path) -> None:
         "metactl: this command needs the 'model-based' extra (torch is not installed): "
         "pip install 'metactl[model-based]'"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "--bundle", "b", "--config", "c", "--out", "o", "--adapt-steps", "0"], "--adapt-steps must be >= 1"),
+        (["run", "--bundle", "b", "--config", "c", "--out", "o", "--adapt-steps", "-1"], "--adapt-steps must be >= 1"),
+        (["run", "--bundle", "b", "--config", "c", "--out", "o", "--seed", "-1"], "--seed must be an integer >= 0"),
+        (["run", "--bundle", "b", "--config", "c", "--out", "o", "--time-scale", "-1"], "--time-scale must be"),
+        (["run", "--bundle", "b", "--config", "c", "--out", "o", "--time-scale", "nan"], "--time-scale must be"),
+        (["train", "es", "--out", "o", "--seed", "-1"], "seed: must be an integer >= 0"),
+        (["train", "mb", "--out", "o", "--seed", "-2"], "seed: must be an integer >= 0"),
+    ],
+)
+def test_bad_values_are_one_line(argv: list[str], needle: str, capsys) -> None:
+    """Each of these ended in a traceback (issue 18): now one line on stderr and exit 2, before anything runs."""
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    for argv in (["run", "--bundle", "b", "--config", "c"], ["eval", "r"], ["train", "es"], ["export", "--run", "r"]):
+        assert cli.main([*argv, "--out", str(target)]) == cli.EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is a file" in err[0], err
+    assert target.read_text() == "keep me"

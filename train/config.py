@@ -128,6 +128,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed: must be an integer >= 0, got {self.seed!r}")
         if not 0 <= self.top_directions <= self.directions:
             raise ConfigError(
                 f"top_directions: must be in 0..directions ({self.directions}), got {self.top_directions}"

@@ -102,7 +102,7 @@ class MBConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
-        for name in ("episode_steps", "eval_every", "eval_steps"):
+        for name in ("episode_steps", "eval_every", "eval_steps", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")

@@ -120,3 +120,20 @@ def mb_bundles(mb_models: dict[str, str], tmp_path_factory: pytest.TempPathFacto
     from metactl.deploy.model_export import export_model_bundle
 
     return {m: export_model_bundle(p, str(tmp_path_factory.mktemp(f"{m}_bundle"))) for m, p in mb_models.items()}
+
+
+@pytest.fixture
+def serial_robot_config(tmp_path) -> Callable[..., str]:
+    """The shipped serial HalfCheetah config with 20-step episodes and edits (old text -> new text): its path."""
+
+    def make(**edits: str) -> str:
+        with open(os.path.join(CONFIG_DIR, "serial_halfcheetah_fb.toml")) as f:
+            text = f.read().replace("# episode_steps = 200", "episode_steps = 20")
+        for old, new in edits.items():
+            assert old in text, old
+            text = text.replace(old, new)
+        path = tmp_path / f"robot_{len(list(tmp_path.glob('robot_*.toml')))}.toml"
+        path.write_text(text)
+        return str(path)
+
+    return make

@@ -145,7 +145,7 @@ def test_killing_the_emulator_mid_run(hc_identity_bundle, tmp_path, on_loss):
     log = read_log(os.path.join(out, "run.mcap"))
     assert [r["code"] for r in log["/fault"] if r["source"] == "runtime"] == ["link_lost"]
     if on_loss == "stop":
-        assert report.status.startswith("stopped: link_lost") and report.link["link"] == "serial"
+        assert report.status == "link_lost" and report.exit_code == 3 and report.link["link"] == "serial"
     else:
         assert report.status == "completed" and report.link["link"] == "sim"
         assert [r["event"] for r in log["/link"]][-1] == "switch_to_sim"
@@ -231,7 +231,7 @@ def test_link_lost_during_start_up_stops_safely(hc_identity_bundle, tmp_path):
         killer.start()
         report = run_online(hc_identity_bundle, config, port=emu.port, out_dir=str(tmp_path / "out"), time_scale=1)
         killer.join()
-    assert report.status.startswith("stopped: link_lost") and report.episodes == ()
+    assert report.status == "link_lost" and report.exit_code == 3 and report.episodes == ()
     log = read_log(str(tmp_path / "out" / "run.mcap"))
     assert [r["code"] for r in log["/fault"]] == ["link_lost"]
 
