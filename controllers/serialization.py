@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Any
 
 import numpy as np
 
 from metactl.controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsStats
 from metactl.controllers.normalizer import NormalizerSnapshot
-from metactl.controllers.policies import Policy, PolicySpec
+from metactl.controllers.policies import Policy, PolicyError, PolicySpec
 
 
 def save_policy(path: str, policy: Policy, extra: dict[str, Any]) -> None:
@@ -27,11 +28,21 @@ def save_policy(path: str, policy: Policy, extra: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile)
+
+
 def load_policy(path: str) -> tuple[Policy, dict[str, Any]]:
-    with np.load(path) as f:
-        spec = PolicySpec.from_dict(json.loads(str(f["spec"])))
-        policy = Policy(spec, f["params"].copy(), NormalizerSnapshot(f["norm_mean"].copy(), f["norm_std"].copy()))
-        return policy, json.loads(str(f["extra"]))
+    """Inverse of ``save_policy``; ``PolicyError`` naming the file if it is not a readable policy."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            spec = PolicySpec.from_dict(json.loads(str(f["spec"])))
+            policy = Policy(spec, f["params"].copy(), NormalizerSnapshot(f["norm_mean"].copy(), f["norm_std"].copy()))
+            return policy, json.loads(str(f["extra"]))
+    except PolicyError:
+        raise
+    except _READ_ERRORS as e:
+        raise PolicyError(f"{path} is not a readable policy file ({type(e).__name__}: {str(e)[:80]}); "
+                          "pass the policy.npz a 'metactl train es' run wrote") from None  # fmt: skip
 
 
 def save_dynamics_model(
@@ -47,12 +58,20 @@ def save_dynamics_model(
 
 def load_dynamics_model(path: str) -> tuple[DynamicsSpec, list[np.ndarray], DynamicsStats, dict[str, Any]]:
     """Inverse of ``save_dynamics_model``; raises ``DynamicsError`` if the file is not one."""
-    with np.load(path) as f:
-        if "spec" not in f or "stats" not in f:
-            raise DynamicsError(f"{path} is not a dynamics model file (no spec/stats); train one with `metactl train`")
-        spec = DynamicsSpec.from_dict(json.loads(str(f["spec"])))
-        params = [f[k].copy() for k in sorted(k for k in f.files if k.startswith("param_"))]
-        stats = DynamicsStats.from_dict(json.loads(str(f["stats"])))
-        extra = json.loads(str(f["extra"]))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "spec" not in f or "stats" not in f:
+                raise DynamicsError(
+                    f"{path} is not a dynamics model file (no spec/stats); train one with `metactl train`"
+                )
+            spec = DynamicsSpec.from_dict(json.loads(str(f["spec"])))
+            params = [f[k].copy() for k in sorted(k for k in f.files if k.startswith("param_"))]
+            stats = DynamicsStats.from_dict(json.loads(str(f["stats"])))
+            extra = json.loads(str(f["extra"]))
+    except DynamicsError:
+        raise
+    except _READ_ERRORS as e:
+        raise DynamicsError(f"{path} is not a readable model file ({type(e).__name__}: {str(e)[:80]}); "
+                            "pass the model.npz a 'metactl train grbal|rebal|mb' run wrote") from None  # fmt: skip
     spec.check_params(params)
     return spec, params, stats, extra

@@ -37,6 +37,7 @@ from metactl.controllers import (
 from metactl.sim import TaskFamily, make_family
 from metactl.summary import write_summary
 from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
+from metactl.train.checkpoint import resume as resume_from
 from metactl.train.config import ConfigError, TrainConfig
 from metactl.train.lockstep import Evaluator
 from metactl.train.run_log import RunLog, plot_learning_curve
@@ -196,7 +197,8 @@ def _prepare_out_dir(config: TrainConfig, out_dir: str, resume: bool) -> ESState
         if saved != config.to_dict():
             diff = sorted(k for k in saved if saved.get(k) != config.to_dict().get(k))
             raise ConfigError(f"--resume: settings {diff} differ from the run in {out_dir}; pass the same settings")
-        return load_checkpoint(ckpt)
+        state, _, _ = resume_from(os.path.join(out_dir, "checkpoints"), load_checkpoint)
+        return state
     if ckpt is not None:
         raise ConfigError(f"--out {out_dir} already holds a run; pass --resume to continue it or choose a new --out")
     with open(cfg_path, "w") as f:

@@ -34,6 +34,8 @@ from metactl.controllers.serialization import save_dynamics_model
 from metactl.sim import TaskFamily, make_family
 from metactl.summary import write_summary
 from metactl.train import dynamics_model as dm
+from metactl.train.checkpoint import load_checked, prune, save_checked
+from metactl.train.checkpoint import resume as resume_from
 from metactl.train.config import ConfigError
 from metactl.train.mb_config import MBConfig
 from metactl.train.mb_eval import heldout_returns
@@ -185,8 +187,8 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
                                      config.rollouts, config.window, config.inner_lr)  # fmt: skip
             controller = MPCController(model, build_planner(planner, family), cost, rng, hold=config.decision_steps)
         eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=config.decision_steps)
-        np.savez(os.path.join(data_dir, f"iter_{it:04d}.npz"), obs=eps.obs, act=eps.act, rewards=eps.rewards,
-                 lengths=eps.lengths)  # fmt: skip
+        save_checked(os.path.join(data_dir, f"iter_{it:04d}.npz"),
+                     {"obs": eps.obs, "act": eps.act, "rewards": eps.rewards, "lengths": eps.lengths})  # fmt: skip
         state.data.add(eps)
         state.env_steps += eps.env_steps
         state.stats = DynamicsStats.from_data(*state.data.transitions())
@@ -236,8 +238,7 @@ def refit(run_dir: str, out_path: str, *, hidden: tuple[int, ...], train_steps: 
     if not paths:
         raise ConfigError(f"{run_dir} holds no collected data (data/iter_*.npz); pass a 'metactl train' output")
     for path in paths:
-        with np.load(path) as d:
-            data.add(Episodes(d["obs"], d["act"], d["rewards"], d["lengths"]))
+        data.add(load_episodes(path))
     stats = DynamicsStats.from_data(*data.transitions())
     params = dm.init_params(spec, torch.Generator().manual_seed(config.seed))
     rng = np.random.default_rng([config.seed, len(paths), 1])
@@ -293,38 +294,42 @@ class _State:
 
     @classmethod
     def resume(cls, config: MBConfig, spec: DynamicsSpec, out_dir: str) -> _State:
+        """The newest checkpoint that is intact and whose data files are too (``train.checkpoint.resume``)."""
         with open(os.path.join(out_dir, "config.json")) as f:
             saved = MBConfig.from_dict(json.load(f))
         if saved.replace(iterations=config.iterations) != config:
             raise ConfigError(f"--resume: {out_dir} was trained with another config (only iterations may change)")
-        paths = sorted(glob.glob(os.path.join(out_dir, "checkpoints", "ckpt_*.npz")))
-        if not paths:
-            raise ConfigError(f"--resume: no checkpoint in {out_dir}/checkpoints; start without --resume")
-        with np.load(paths[-1]) as f:
-            n = len(spec.param_shapes())
+        n = len(spec.param_shapes())
+        keys = ("iteration", "adam_t", "env_steps", "elapsed_s", "stats", *(f"{k}{i}" for k in "pmv" for i in range(n)))
+
+        def load(path: str) -> _State:
+            f = load_checked(path, keys)
             params = [torch.tensor(f[f"p{i}"]) for i in range(n)]
             adam = Adam(params, config.learning_rate)
-            adam.m = [torch.tensor(f[f"m{i}"]) for i in range(n)]
-            adam.v = [torch.tensor(f[f"v{i}"]) for i in range(n)]
+            adam.m, adam.v = [torch.tensor(f[f"m{i}"]) for i in range(n)], [torch.tensor(f[f"v{i}"]) for i in range(n)]
             adam.t = int(f["adam_t"])
             stats = DynamicsStats.from_dict(json.loads(str(f["stats"])))
             state = cls(int(f["iteration"]), params, adam, stats, Dataset(config.decision_steps), int(f["env_steps"]),
                         float(f["elapsed_s"]))  # fmt: skip
-        for it in range(state.iteration):
-            with np.load(os.path.join(out_dir, "data", f"iter_{it:04d}.npz")) as d:
-                state.data.add(Episodes(d["obs"], d["act"], d["rewards"], d["lengths"]))
-        log.info("resumed %s at iteration %d", out_dir, state.iteration)
+            for it in range(state.iteration):  # a checkpoint is only as good as the data it was trained on
+                state.data.add(load_episodes(os.path.join(out_dir, "data", f"iter_{it:04d}.npz")))
+            return state
+
+        state, path, _ = resume_from(os.path.join(out_dir, "checkpoints"), load)
+        log.info("resumed %s at iteration %d from %s", out_dir, state.iteration, path)
         return state
 
     def save(self, directory: str, keep: int = 2) -> None:
-        path = os.path.join(directory, f"ckpt_{self.iteration:06d}.npz")
-        arrays = {f"p{i}": p.numpy() for i, p in enumerate(self.params)}
+        arrays: dict[str, Any] = {f"p{i}": p.numpy() for i, p in enumerate(self.params)}
         arrays |= {f"m{i}": m.numpy() for i, m in enumerate(self.adam.m)}
         arrays |= {f"v{i}": v.numpy() for i, v in enumerate(self.adam.v)}
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, iteration=self.iteration, adam_t=self.adam.t, env_steps=self.env_steps,
-                 elapsed_s=self.elapsed_s, stats=json.dumps(self.stats.to_dict()), **arrays)  # fmt: skip
-        os.replace(tmp, path)
-        for old in sorted(glob.glob(os.path.join(directory, "ckpt_*.npz")))[:-keep]:
-            if ".tmp" not in old:
-                os.remove(old)
+        arrays |= {"iteration": self.iteration, "adam_t": self.adam.t, "env_steps": self.env_steps,
+                   "elapsed_s": self.elapsed_s, "stats": json.dumps(self.stats.to_dict())}  # fmt: skip
+        save_checked(os.path.join(directory, f"ckpt_{self.iteration:06d}.npz"), arrays)
+        prune(directory, keep)
+
+
+def load_episodes(path: str) -> Episodes:
+    """One iteration's collected episodes; ``CheckpointError`` naming the file if it is not intact."""
+    d = load_checked(path, ("obs", "act", "rewards", "lengths"))
+    return Episodes(d["obs"], d["act"], d["rewards"], d["lengths"])

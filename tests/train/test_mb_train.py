@@ -112,3 +112,16 @@ def test_windows_never_cross_an_episode_boundary() -> None:
     assert np.all(np.diff(o[..., 0], axis=1) == 1) and np.all(n[..., 0] - o[..., 0] == 1)
     assert np.all((o[:, 0, 0] <= 5) | ((o[:, 0, 0] >= 100) & (o[:, 0, 0] <= 102)))  # episode 2 has 7 valid steps
     assert json.dumps(sorted({int(x >= 100) for x in o[:, 0, 0]})) == "[0, 1]"
+
+
+def test_a_damaged_data_file_makes_resume_fall_back_to_a_checkpoint_that_does_not_need_it(tmp_path) -> None:
+    """The newest checkpoint is intact but was trained on a data file that is now damaged: resume names that file,
+    falls back to the checkpoint before it, re-collects the iteration, and ends as an uninterrupted run does."""
+    config = MBConfig(method="mb", **{**TINY, "eval_every": 0})
+    reference = train_model_based(config, str(tmp_path / "reference"), progress=False)
+    out = tmp_path / "damaged"
+    train_model_based(config, str(out), progress=False)
+    (out / "data" / "iter_0002.npz").write_bytes(b"")
+    resumed = train_model_based(config, str(out), resume=True, progress=False)
+    for a, b in zip(_params(reference.model_path), _params(resumed.model_path), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from metactl.controllers import RunningNormalizer
-from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
+from metactl.train.checkpoint import (
+    CheckpointError,
+    ESState,
+    latest_checkpoint,
+    load_checkpoint,
+    resume,
+    save_checkpoint,
+)
 
 
 def state(iteration: int, seed: int = 0) -> ESState:
@@ -48,3 +57,42 @@ def test_a_stale_temporary_file_does_not_displace_a_real_checkpoint(tmp_path: Pa
     (tmp_path / "ckpt_000003.npz.tmp.npz").write_bytes(b"truncated")
     save_checkpoint(str(tmp_path), state(4), keep=3)
     assert sorted(os.listdir(tmp_path)) == ["ckpt_000002.npz", "ckpt_000003.npz", "ckpt_000004.npz"]
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif how == "missing_key":
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files if k != "adam_v"}
+        np.savez(path, **arrays)
+    elif how == "altered":  # a valid file whose numbers changed: only the checksum tells
+        with np.load(path) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays["params"] = arrays["params"] + 1.0
+        np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "random", "missing_key", "altered"])
+def test_resume_names_a_damaged_checkpoint_and_falls_back_to_the_newest_intact_one(tmp_path: Path, how, caplog) -> None:
+    for i in (1, 2, 3):
+        save_checkpoint(str(tmp_path), state(i), keep=3)
+    _damage(tmp_path / "ckpt_000003.npz", how)
+    with pytest.raises(CheckpointError, match=r"ckpt_000003\.npz"):
+        load_checkpoint(str(tmp_path / "ckpt_000003.npz"))
+    with caplog.at_level(logging.WARNING):
+        restored, path, skipped = resume(str(tmp_path), load_checkpoint)
+    assert restored.iteration == 2 and path.endswith("ckpt_000002.npz") and "ckpt_000003.npz" in skipped[0]
+    assert "resuming from" in caplog.text and "ckpt_000003.npz" in caplog.text
+
+
+def test_no_intact_checkpoint_lists_every_file_and_why(tmp_path: Path) -> None:
+    save_checkpoint(str(tmp_path), state(1))
+    _damage(tmp_path / "ckpt_000001.npz", "empty")
+    with pytest.raises(CheckpointError, match=r"no intact checkpoint .*ckpt_000001.npz is not a readable checkpoint"):
+        resume(str(tmp_path), load_checkpoint)

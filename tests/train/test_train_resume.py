@@ -42,8 +42,9 @@ def checkpoint_iterations(out: str) -> list[int]:
 
 
 def start_training_process(kwargs: dict[str, Any], out: str, cwd: str, log: Path) -> subprocess.Popen:
-    """``python -c "import train; train.train(...)"`` in the repository root, so the packages import."""
-    code = f"import train; train.train(train.config_for('four_corners', **{kwargs!r}), {out!r}, progress=False)"
+    """``python -c "from metactl import train; train.train(...)"`` in its own process."""
+    config = f"train.config_for('four_corners', **{kwargs!r})"
+    code = f"from metactl import train; train.train({config}, {out!r}, progress=False)"
     with open(log, "w") as err:
         return subprocess.Popen([sys.executable, "-c", code], cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
 
@@ -92,3 +93,17 @@ def test_killed_run_resumes_to_the_same_result(tmp_path: Path, repo_root: str, t
     assert rows_resumed == rows_reference
     for key in ("episodes", "env_steps", "heldout_pre_per_task", "heldout_post_per_task"):
         assert resumed.summary[key] == uninterrupted.summary[key], key
+
+
+def test_resume_after_the_newest_checkpoint_was_damaged_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_run):
+    """A damaged newest checkpoint (truncated by a disk error) is named and skipped; the run resumes from the one
+    before and, every draw being derived from (seed, iteration), ends bit-identical to an uninterrupted run."""
+    config = train.config_for("four_corners", **{**settings(tiny_run), "iterations": 4})
+    reference = train.train(config, str(tmp_path / "reference"), progress=False)
+    out = str(tmp_path / "damaged")
+    train.train(config, out, progress=False)
+    newest = Path(out) / "checkpoints" / "ckpt_000004.npz"
+    newest.write_bytes(newest.read_bytes()[:100])
+    resumed = train.train(config, out, resume=True, progress=False)
+    a, b = np.load(reference.policy_path), np.load(resumed.policy_path)
+    np.testing.assert_array_equal(a["params"], b["params"])
