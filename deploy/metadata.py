@@ -229,6 +229,13 @@ class PolicyMetadata(BundleMetadata):
         common = cls._common(f, POLICY_KIND)
         obs_dim, act_dim = len(common["observation_names"]), len(common["action_names"])
         policy = f.obj("policy")
+        spec_fields = policy.obj("spec")
+        for key in ("obs_dim", "act_dim"):
+            spec_fields.int(key, 1, MAX_DIM)
+        hidden = spec_fields.data.get("hidden", [])
+        if not (isinstance(hidden, list) and all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096
+                                                 for h in hidden)):  # fmt: skip
+            raise spec_fields.fail("hidden", f"must be a list of layer sizes in [1, 4096], got {hidden!r:.60}")
         try:
             spec = PolicySpec.from_dict(policy.dict("spec"))
         except (PolicyError, TypeError, ValueError) as e:
@@ -354,6 +361,17 @@ def read_metadata_json(directory: str) -> dict[str, Any]:
 def parse_metadata(data: Any, source: str) -> BundleMetadata:
     """The typed metadata of either kind (the kind is read from ``bundle_kind``)."""
     kind = data.get("bundle_kind") if isinstance(data, Mapping) else None
-    if kind not in PARSERS:
+    if not isinstance(kind, str) or kind not in PARSERS:
         _Fields(data, source).str("bundle_kind", tuple(PARSERS))
-    return PARSERS[kind](data, source)
+    return guarded(PARSERS[kind], data, source)
+
+
+def guarded(parse: Callable[[Any, str], BundleMetadata], data: Any, source: str) -> BundleMetadata:
+    """``parse(data, source)``, any malformed structure the field checks did not name reported as a BundleError too
+    (hostile input must never end in a traceback)."""
+    try:
+        return parse(data, source)
+    except BundleError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+        raise _fail(source, f"metadata is malformed ({type(e).__name__}: {str(e)[:100]})") from None

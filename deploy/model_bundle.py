@@ -60,7 +60,7 @@ class ModelBundle:
         """Open the bundle in ``directory`` (``meta``: its already parsed metadata): every graph's hash and
         signature checked once; ``BundleError`` naming what is wrong."""
         if meta is None:
-            meta = md.ModelMetadata.parse(md.read_metadata_json(directory), directory)
+            meta = md.guarded(md.ModelMetadata.parse, md.read_metadata_json(directory), directory)
         sessions = {}
         for name, (inputs, outputs) in _signatures(meta).items():
             sessions[name] = open_session(directory, name, read_graph(directory, name, meta.files[name]))

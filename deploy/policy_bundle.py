@@ -43,7 +43,7 @@ class PolicyBundle:
         """Open the bundle in ``directory`` (``meta``: its already parsed metadata); ``BundleError`` saying what is
         missing or corrupt."""
         if meta is None:
-            meta = md.PolicyMetadata.parse(md.read_metadata_json(directory), directory)
+            meta = md.guarded(md.PolicyMetadata.parse, md.read_metadata_json(directory), directory)
         data = read_graph(directory, md.ONNX_FILE, meta.files[md.ONNX_FILE])
         session = open_session(directory, md.ONNX_FILE, data)
         check_signature(

@@ -114,3 +114,26 @@ def test_missing_policy_file(tmp_path) -> None:
     with pytest.raises(BundleError, match="not found") as e:
         export_bundle(str(tmp_path / "nope.npz"), str(tmp_path / "out"))
     assert "\n" not in str(e.value)
+
+
+def test_export_never_writes_over_other_outputs(tiny_run_dir, tmp_path) -> None:
+    """``export --out`` into a training run's folder used to replace its summary.json: now refused, nothing touched."""
+    from metactl.deploy import BundleError
+
+    before = {name: open(os.path.join(tiny_run_dir, name), "rb").read() for name in ("summary.json", "config.json")}
+    with pytest.raises(BundleError, match="not empty and holds no bundle"):
+        export_bundle(os.path.join(tiny_run_dir, "policy.npz"), tiny_run_dir)
+    assert not os.path.exists(os.path.join(tiny_run_dir, "policy.onnx"))
+    for name, data in before.items():
+        assert open(os.path.join(tiny_run_dir, name), "rb").read() == data
+
+
+def test_re_export_clears_an_earlier_bundle(mb_models, tmp_path) -> None:
+    """A model bundle re-exported as a policy bundle into the same folder keeps none of the old graphs."""
+    from metactl.deploy.model_export import export_model_bundle
+
+    out = str(tmp_path / "bundle")
+    export_model_bundle(mb_models["grbal"], out)
+    assert os.path.isfile(os.path.join(out, "adapt.onnx"))
+    export_model_bundle(mb_models["rebal"], out)
+    assert sorted(os.listdir(out)) == ["dynamics.onnx", "metadata.json", "recurrent_step.onnx"]
