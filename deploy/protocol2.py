@@ -130,8 +130,8 @@ class EpisodeEnd:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EpisodeEnd):
             return NotImplemented
-        return (self.episode_seq, self.status, self.steps, self.params_crc, struct.pack("<d", self.episode_return)) == (
-            other.episode_seq, other.status, other.steps, other.params_crc, struct.pack("<d", other.episode_return))  # fmt: skip
+        key = lambda e: (e.episode_seq, e.status, e.steps, e.params_crc, struct.pack("<d", e.episode_return))  # noqa: E731
+        return key(self) == key(other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -207,7 +207,8 @@ ENCODERS: dict[type, tuple[int, Any]] = {
     InfoV2: (MsgType2.INFO, _info2),
     EpisodeStart: (MsgType2.EPISODE_START, lambda m: _START.pack(m.seed, m.steps, m.flags)),
     Step: (MsgType2.STEP, lambda m: _with_floats(
-        _STEP, (m.episode_seq, m.step, m.flags, m.reward, _floats(m.obs).size, _floats(m.action).size), m.obs, m.action)),
+        _STEP, (m.episode_seq, m.step, m.flags, m.reward, _floats(m.obs).size, _floats(m.action).size),
+        m.obs, m.action)),
     EpisodeEnd: (MsgType2.EPISODE_END, lambda m: _END.pack(m.episode_seq, m.status, m.steps, m.episode_return,
                                                            m.params_crc)),
     Keepalive: (MsgType2.KEEPALIVE, lambda m: b""),

@@ -107,16 +107,22 @@ def run_online(
         logger = RunLogger(os.path.join(out_dir, LOG_FILE))
     status, runner = "completed", None
     link_info, health, events = {"link": config.robot.link}, {}, ()
+    session_type, session_args = RobotSession, {}
+    if config.robot.policy_on == "controller":  # the policy runs on the motor controller (protocol v2)
+        from metactl.deploy.controller_session import ControllerSession
+
+        session_type, session_args = ControllerSession, {"bundle": bundle}
     try:
         with (
             realtime_process(),
-            RobotSession(
+            session_type(
                 config,
                 task=task,
                 port=port,
                 log_fn=logger.log if logger else None,
                 time_scale=time_scale,
                 idle_fn=logger.set_budget if logger else None,
+                **session_args,
             ) as session,
         ):
             runner = EpisodeRunner(session, steps, logging.INFO if progress else logging.DEBUG)
@@ -132,6 +138,8 @@ def run_online(
             elif session.lost_link_counters is not None:  # failed over: the serial link's record
                 health["link_counters"] = session.lost_link_counters
             health["missed_steps"] = session.missed_steps
+            if hasattr(session, "controller_status"):
+                health["controller"] = session.controller_status()
             events = tuple(session.events)
     except RunStoppedError as e:  # the robot failed during start-up, before any episode
         status = f"stopped: {e}"

@@ -1,9 +1,12 @@
 /* MPS2 port (QEMU mps2-an386 / an385): CMSDK UART0 = host link, UART1 = motor/sensor bus, Timer0 = clock.
  *
- * The main loop polls: a motor controller's loop never sleeps between control ticks, and with QEMU's
- * -icount the device clock then counts executed instructions (2^shift ns each), independent of how
- * busy the workstation is. The firmware sends nothing before the host's first frame, so no byte is
- * lost to a pty that is not open yet (QEMU drops those).
+ * Received bytes are taken by the UARTs' RX interrupts into ring buffers, as real firmware does, so bytes
+ * keep arriving while the CPU waits on the bus or runs the policy (a CMSDK UART holds one byte). A full
+ * ring masks its interrupt and leaves the byte in the UART until the loop drains the ring (QEMU then
+ * holds the line back; silicon would flag an overrun). The main loop polls: a motor controller's loop
+ * never sleeps between control ticks, and with QEMU's -icount the device clock then counts executed
+ * instructions (2^shift ns each), independent of how busy the workstation is. The firmware sends nothing
+ * before the host's first frame, so no byte is lost to a pty that is not open yet (QEMU drops those).
  */
 #include "mc_device.h"
 #include "mc_hal.h"
@@ -23,12 +26,45 @@ uint64_t hal_clock_us(void)
     return clock_us;
 }
 
-static int uart_getc(uint32_t base, uint8_t *byte)
+#define RING_BYTES 256u /* a power of two */
+#define UART_CTRL_ON (UART_CTRL_TX | UART_CTRL_RX | UART_CTRL_RX_IRQ)
+
+typedef struct {
+    uint32_t base;
+    volatile uint16_t head, tail; /* head: written by the interrupt, tail: by the loop */
+    uint8_t data[RING_BYTES];
+} ring_t;
+
+static ring_t rings[2] = {{MPS2_UART0, 0, 0, {0}}, {MPS2_UART1, 0, 0, {0}}};
+
+static void uart_rx_isr(ring_t *r)
 {
-    if (!(UART_STATE(base) & 2u)) {
+    while (UART_STATE(r->base) & 2u) {
+        const uint16_t head = r->head;
+        if ((uint16_t)(head - r->tail) == RING_BYTES) {
+            UART_CTRL(r->base) = UART_CTRL_TX | UART_CTRL_RX; /* full: leave the byte, mask until drained */
+            break;
+        }
+        r->data[head % RING_BYTES] = (uint8_t)UART_DATA(r->base);
+        r->head = (uint16_t)(head + 1u);
+    }
+    UART_INT(r->base) = 2u;
+}
+
+void mps2_uart0_rx_isr(void) { uart_rx_isr(&rings[0]); }
+void mps2_uart1_rx_isr(void) { uart_rx_isr(&rings[1]); }
+
+static int uart_getc(ring_t *r, uint8_t *byte)
+{
+    const uint16_t tail = r->tail;
+    if (tail == r->head) {
+        if (UART_CTRL(r->base) != UART_CTRL_ON) { /* drained after a full ring: take interrupts again */
+            UART_CTRL(r->base) = UART_CTRL_ON;
+        }
         return 0;
     }
-    *byte = (uint8_t)UART_DATA(base);
+    *byte = r->data[tail % RING_BYTES];
+    r->tail = (uint16_t)(tail + 1u);
     return 1;
 }
 
@@ -41,9 +77,9 @@ static void uart_write(uint32_t base, const uint8_t *data, size_t n)
     }
 }
 
-int hal_host_getc(uint8_t *byte) { return uart_getc(MPS2_UART0, byte); }
+int hal_host_getc(uint8_t *byte) { return uart_getc(&rings[0], byte); }
 void hal_host_write(const uint8_t *data, size_t n) { uart_write(MPS2_UART0, data, n); }
-int hal_bus_getc(uint8_t *byte) { return uart_getc(MPS2_UART1, byte); }
+int hal_bus_getc(uint8_t *byte) { return uart_getc(&rings[1], byte); }
 void hal_bus_write(const uint8_t *data, size_t n) { uart_write(MPS2_UART1, data, n); }
 
 void hal_idle(uint64_t until_us)
@@ -54,8 +90,9 @@ void hal_idle(uint64_t until_us)
 int main(void)
 {
     static mc_device_t device;
-    mps2_uart_init(MPS2_UART0);
-    mps2_uart_init(MPS2_UART1);
+    mps2_uart_init(MPS2_UART0, UART_CTRL_ON);
+    mps2_uart_init(MPS2_UART1, UART_CTRL_ON);
+    NVIC_ISER0 = 1u << MPS2_IRQ_UART0_RX | 1u << MPS2_IRQ_UART1_RX;
     mps2_timer_start();
     clock_last = TIMER_VALUE(MPS2_TIMER0);
     mc_device_init(&device);
