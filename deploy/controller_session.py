@@ -57,9 +57,15 @@ class ControllerHealth:
         self.mismatches += worst > PARITY_TOL
 
     def summary(self) -> dict[str, Any]:
-        return {"paced_by": "controller", "steps": self.steps, "parity_max_abs_diff": self.max_abs_diff,
-                "parity_mismatches": self.mismatches, "parity_tolerance": PARITY_TOL,
-                "episode_seconds_mean": float(np.mean(self.episode_seconds)) if self.episode_seconds else 0.0}  # fmt: skip
+        mean_s = float(np.mean(self.episode_seconds)) if self.episode_seconds else 0.0
+        return {
+            "paced_by": "controller",
+            "steps": self.steps,
+            "parity_max_abs_diff": self.max_abs_diff,
+            "parity_mismatches": self.mismatches,
+            "parity_tolerance": PARITY_TOL,
+            "episode_seconds_mean": mean_s,
+        }
 
 
 class ControllerSession:

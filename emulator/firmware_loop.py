@@ -49,8 +49,8 @@ def firmware_command(firmware: str, icount_shift: int | None = None, machine: st
     """How to start ``firmware``: QEMU for an ARM ELF (two UARTs on ptys, semihosting exit), else the executable."""
     if not is_arm_elf(firmware):
         return [os.path.abspath(firmware)]
-    cmd = ["qemu-system-arm", "-M", machine, "-display", "none", "-monitor", "none", "-serial", "pty",
-           "-serial", "pty", "-semihosting-config", "enable=on,target=native", "-kernel", os.path.abspath(firmware)]  # fmt: skip
+    cmd = ["qemu-system-arm", "-M", machine, "-display", "none", "-monitor", "none", "-serial", "pty", "-serial",
+           "pty", "-semihosting-config", "enable=on,target=native", "-kernel", os.path.abspath(firmware)]  # fmt: skip
     if icount_shift is not None:
         cmd += ["-icount", f"shift={int(icount_shift)}"]
     return cmd

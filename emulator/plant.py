@@ -39,7 +39,7 @@ class Plant:
         self.decoder = pr.FrameDecoder()
         self.fd = os.open(device, os.O_RDWR | os.O_NOCTTY)
         tty.setraw(self.fd)
-        self._log = open(log_path, "a") if log_path else None  # noqa: SIM115 (closed in close())
+        self._log = open(log_path, "a") if log_path else None  # closed in close()
         self._seq = 0
         self._stop = False
         self.commands = 0
