@@ -119,7 +119,8 @@ class ControllerLink:
         """Run one episode on the controller; ``on_step`` sees every streamed STEP (it may raise to stop)."""
         start = self.transport.send(p2.EpisodeStart(int(seed) % 2**64, steps, flags))
         feed_every = self.watchdog_s / 4
-        silence = max(1.0, 4 * self.watchdog_s, 20 * self.config.control.period_s)  # then the link is lost
+        # This long without a frame mid-episode and the link is lost (generous: the controller streams every period).
+        silence = max(1.0, 4 * self.watchdog_s, 20 * self.config.control.period_s, 10 * self.settings.reply_timeout_s)
         last_feed = last_heard = time.perf_counter()
         self.transport.send(p2.Keepalive())
         while True:
