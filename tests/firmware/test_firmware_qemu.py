@@ -42,3 +42,18 @@ def test_killing_the_host_makes_the_watchdog_safe_stop_within_its_time(m4_firmwa
     assert wd_us <= late_us <= wd_us + BUS_TIMEOUT_US + 1000
     safe = commands[-1]["t_us"]
     assert report.trip_us <= safe <= report.trip_us + 1000  # the motors are told at the trip
+
+
+def test_the_firmware_meets_its_size_and_cost_targets(tmp_path) -> None:
+    """Measured, as ``metactl bench firmware`` does (hard-float Cortex-M4F, QEMU -icount: exact counts): the
+    whole firmware with a linear policy fits an STM32F030-class part, and inference stays within its budgets,
+    computing exactly what onnxruntime computes."""
+    from metactl.bench.firmware import TARGETS_OK, measure_network
+
+    linear = measure_network("linear", (), str(tmp_path / "linear"), targets=("m4",), calls=200, baselines=False)
+    assert linear["m4_flash"] <= TARGETS_OK["flash"] and linear["m4_ram"] <= TARGETS_OK["ram"]
+    assert linear["m4_metactl_instructions"] <= TARGETS_OK["linear"]
+    mlp = measure_network("mlp 64x64", (64, 64), str(tmp_path / "mlp"), targets=("m4",), calls=20, baselines=False)
+    assert mlp["m4_metactl_instructions"] <= TARGETS_OK["mlp 64x64"]
+    for row in (linear, mlp):
+        assert row["m4_metactl_max_abs_diff_vs_ort"] <= 1e-5 and row["m4_metactl_nan_rows_agree"]
