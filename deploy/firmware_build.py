@@ -58,6 +58,15 @@ def tools_missing(target: str = "m4", qemu: bool = True) -> list[str]:
     return [t for t in need if shutil.which(t) is None]
 
 
+def qemu_skip_notice() -> str:
+    """One loud line when the QEMU firmware tests cannot run here (empty when they can)."""
+    missing = tools_missing("m4")
+    if not missing:
+        return ""
+    return (f"*** QEMU FIRMWARE TESTS SKIPPED: {', '.join(missing)} not found; install them with apt-get install "
+            "--no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm ***")  # fmt: skip
+
+
 def robot_header(config: HardwareConfig) -> tuple[str, str]:
     """``mc_robot.h`` and ``mc_robot.c`` for the robot of ``config``."""
     n = len(config.signals.actions)
