@@ -180,7 +180,7 @@ class ControllerSession:
             return {"status_error": str(e)}
         return {"episodes": report.episodes, "watchdog_trips": report.watchdog_trips,
                 "params_applied": report.params_applied, "bad_frames": report.bad_frames,
-                "uploads": vars(self.link.uploads)}  # fmt: skip
+                "stack_bytes": report.stack_bytes, "uploads": vars(self.link.uploads)}  # fmt: skip
 
     def _log_faults(self) -> None:
         for t, code, message in self.link.faults[self._faults_seen :]:

@@ -32,8 +32,9 @@ FIRMWARE_DIR = os.path.join(REPO, "firmware")
 TARGETS = {"posix": "gcc", "m4": "arm-none-eabi-gcc", "m3": "arm-none-eabi-gcc"}
 MACHINES = {"m4": "mps2-an386", "m3": "mps2-an385"}
 """QEMU machine of each ARM target."""
-BUS_TIMEOUT_US = 100_000
-"""How long the firmware waits for the plant's answer on the motor/sensor bus [device us]."""
+BUS_TIMEOUT_US = 2_000_000
+"""How long the firmware waits for the plant's answer on the motor/sensor bus [device us]: generous, for an emulated
+plant (a Python process on a pty, on a loaded workstation); a real motor bus answers in well under a millisecond."""
 
 
 class FirmwareBuildError(RuntimeError):

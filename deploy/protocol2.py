@@ -182,12 +182,13 @@ class StatusReport:
     bad_frames: int
     feed_us: int  # the last watchdog trip: the last feed before it [controller clock, us]; 0 if none
     trip_us: int  # ... and the trip itself
+    stack_bytes: int = 0  # the controller's stack high-water mark [bytes]; 0: it cannot tell
 
 
 _INFO2 = struct.Struct("<HHIIIIIHBB")
 _START, _STEP, _END = struct.Struct("<QIB"), struct.Struct("<HIBdHH"), struct.Struct("<HBIdI")
 _PARAMS, _COMMIT, _ACK = struct.Struct("<IH"), struct.Struct("<II"), struct.Struct("<HBII")
-_REPORT = struct.Struct("<HIIIIQQ")
+_REPORT = struct.Struct("<HIIIIQQI")
 
 
 def _with_floats(layout: struct.Struct, fixed: tuple[Any, ...], *arrays: Any) -> bytes:
@@ -217,7 +218,8 @@ ENCODERS: dict[type, tuple[int, Any]] = {
     ParamsAck: (MsgType2.PARAMS_ACK, lambda m: _ACK.pack(m.cmd_seq, m.status, m.staged, m.params_crc)),
     Status: (MsgType2.STATUS, lambda m: b""),
     StatusReport: (MsgType2.STATUS_REPORT, lambda m: _REPORT.pack(
-        m.cmd_seq, m.episodes, m.watchdog_trips, m.params_applied, m.bad_frames, m.feed_us, m.trip_us)),
+        m.cmd_seq, m.episodes, m.watchdog_trips, m.params_applied, m.bad_frames, m.feed_us, m.trip_us,
+        m.stack_bytes)),
 }  # fmt: skip
 
 

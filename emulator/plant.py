@@ -76,8 +76,13 @@ class Plant:
     def _answer(self, frame: pr.Frame) -> None:
         now = time.monotonic()
         msg = frame.msg
+        for reply in self.physics.handle(frame, now):  # no poll(): the plant has no watchdog of its own
+            data = pr.encode(reply, self._seq, time.monotonic_ns() // 1000)
+            self._seq = (self._seq + 1) % 65536
+            while data:
+                data = data[os.write(self.fd, data) :]
         if isinstance(msg, pr.Command | pr.Reset) and self._log is not None:
-            record = {"t_us": frame.t_us, "monotonic": now, "seq": frame.seq}
+            record = {"t_us": frame.t_us, "monotonic": now, "answered": time.monotonic(), "seq": frame.seq}
             if isinstance(msg, pr.Command):
                 self.commands += 1
                 record["cmd"] = [float(v) for v in msg.cmd]
@@ -85,15 +90,11 @@ class Plant:
                 record["reset"] = msg.seed
             self._log.write(json.dumps(record) + "\n")
             self._log.flush()
-        for reply in self.physics.handle(frame, now):  # no poll(): the plant has no watchdog of its own
-            data = pr.encode(reply, self._seq, time.monotonic_ns() // 1000)
-            self._seq = (self._seq + 1) % 65536
-            while data:
-                data = data[os.write(self.fd, data) :]
 
 
 def read_plant_log(path: str) -> list[dict[str, Any]]:
-    """The records of a plant log: ``{"t_us", "monotonic", "seq", "cmd" | "reset"}`` in arrival order."""
+    """The records of a plant log in arrival order: ``t_us`` (the firmware's clock in the frame's header),
+    ``monotonic`` (arrival) and ``answered`` (reply written) on this machine's clock, ``seq``, ``cmd`` or ``reset``."""
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 

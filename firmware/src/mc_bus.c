@@ -24,6 +24,7 @@ static mc_rx_t bus_rx;
 static uint16_t bus_seq;
 static int bus_ready; /* the plant answered HELLO with our sizes */
 static const char *bus_error = "";
+static mc_msg_t bus_out, bus_in; /* static: the stack stays small */
 
 static void bus_write(mc_ostream_t *s, const uint8_t *data, size_t n)
 {
@@ -33,7 +34,7 @@ static void bus_write(mc_ostream_t *s, const uint8_t *data, size_t n)
 
 static uint16_t bus_send(mc_msg_t *m)
 {
-    uint8_t payload[BUS_TX_PAYLOAD > 24u ? BUS_TX_PAYLOAD : 24u];
+    static uint8_t frame[(BUS_TX_PAYLOAD > 24u ? BUS_TX_PAYLOAD : 24u) + MC_CRC_BYTES];
     mc_ostream_t out;
     size_t n;
     out.write = bus_write;
@@ -41,8 +42,8 @@ static uint16_t bus_send(mc_msg_t *m)
     m->version = MC_V1;
     m->seq = bus_seq++;
     m->t_us = hal_clock_us();
-    n = mc_msg_encode(m, payload, sizeof payload);
-    mc_send_payload(&out, payload, n);
+    n = mc_msg_encode(m, frame, sizeof frame - MC_CRC_BYTES);
+    mc_send_payload(&out, frame, n);
     return m->seq;
 }
 
@@ -71,16 +72,15 @@ static int bus_await(uint8_t type, uint16_t seq, mc_msg_t *reply)
 
 static int bus_handshake(void)
 {
-    mc_msg_t m, reply;
     int attempt;
     if (!bus_rx.buf) {
         mc_rx_init(&bus_rx, bus_rx_buf, sizeof bus_rx_buf);
     }
     for (attempt = 0; attempt < BUS_HELLO_ATTEMPTS; ++attempt) {
-        m.type = MC_HELLO;
-        bus_send(&m);
-        if (bus_await(MC_INFO, 0, &reply)) {
-            const mc_info_t *info = &reply.u.info;
+        bus_out.type = MC_HELLO;
+        bus_send(&bus_out);
+        if (bus_await(MC_INFO, 0, &bus_in)) {
+            const mc_info_t *info = &bus_in.u.info;
             if (info->obs_dim != METACTL_OBS_DIM || info->act_dim != METACTL_ACT_DIM ||
                 info->period_us != MC_PERIOD_US) {
                 bus_error = "motor bus: the plant's sizes or period differ from this firmware's";
@@ -96,43 +96,40 @@ static int bus_handshake(void)
 
 static int bus_state(uint16_t seq, hal_sensors_t *sensors)
 {
-    mc_msg_t reply;
-    if (!bus_await(MC_STATE, seq, &reply)) {
+    if (!bus_await(MC_STATE, seq, &bus_in)) {
         bus_error = "motor bus: no sensor reading within the bus timeout";
         bus_ready = 0; /* handshake again before the next use */
         return -1;
     }
-    if (reply.u.state.n != METACTL_OBS_DIM) {
+    if (bus_in.u.state.n != METACTL_OBS_DIM) {
         bus_error = "motor bus: a sensor reading of the wrong size";
         return -1;
     }
-    memcpy(sensors->obs, reply.u.state.obs, sizeof sensors->obs);
-    sensors->reward = reply.u.state.reward;
-    sensors->done = (reply.u.state.flags & MC_FLAG_DONE) != 0;
+    memcpy(sensors->obs, bus_in.u.state.obs, sizeof sensors->obs);
+    sensors->reward = bus_in.u.state.reward;
+    sensors->done = (bus_in.u.state.flags & MC_FLAG_DONE) != 0;
     return 0;
 }
 
 int hal_robot_reset(uint64_t seed, hal_sensors_t *sensors)
 {
-    mc_msg_t m;
     if (!bus_ready && bus_handshake() != 0) {
         return -1;
     }
-    m.type = MC_RESET;
-    m.u.reset.seed = seed;
-    return bus_state(bus_send(&m), sensors);
+    bus_out.type = MC_RESET;
+    bus_out.u.reset.seed = seed;
+    return bus_state(bus_send(&bus_out), sensors);
 }
 
 int hal_motors_write(const float *cmd, hal_sensors_t *sensors)
 {
-    mc_msg_t m;
     if (!bus_ready && bus_handshake() != 0) {
         return -1;
     }
-    m.type = MC_COMMAND;
-    m.u.command.n = METACTL_ACT_DIM;
-    m.u.command.cmd = (const uint8_t *)cmd;
-    return bus_state(bus_send(&m), sensors);
+    bus_out.type = MC_COMMAND;
+    bus_out.u.command.n = METACTL_ACT_DIM;
+    bus_out.u.command.cmd = (const uint8_t *)cmd;
+    return bus_state(bus_send(&bus_out), sensors);
 }
 
 const char *hal_motors_error(void)

@@ -38,6 +38,8 @@ typedef struct {
     uint8_t wd_armed;
     uint64_t wd_fed_us;
     hal_sensors_t sensors; /* the latest reading */
+    mc_msg_t in, out;      /* the frame being handled and the one being sent: here rather than on the stack */
+    float tick_obs[METACTL_OBS_DIM], tick_action[METACTL_ACT_DIM], tick_cmd[METACTL_ACT_DIM];
     float prev_cmd[METACTL_ACT_DIM];
     /* the on-controller episode */
     uint8_t ep_running, ep_flags;
@@ -57,5 +59,18 @@ void mc_device_init(mc_device_t *d);
 
 /* One pass of the main loop: take the host's bytes, run the watchdog and the control tick, idle. */
 void mc_device_poll(mc_device_t *d);
+
+/* Shared by mc_device.c (framing, replies, version 1, the loop) and mc_controller.c (version 2). */
+void mc_send(mc_device_t *d, mc_msg_t *m, uint8_t version);
+void mc_send_fault(mc_device_t *d, uint8_t version, uint16_t code, const char *text, size_t len);
+uint8_t mc_flags(const mc_device_t *d);
+int mc_finite(float x);
+int mc_apply(mc_device_t *d, const float *cmd); /* write the motors, read the sensors; on failure latch and FAULT */
+void mc_bus_failure(mc_device_t *d);
+void mc_end_episode(mc_device_t *d, uint8_t status);
+void mc_tick(mc_device_t *d, uint64_t now);
+void mc_on_start(mc_device_t *d, const mc_msg_t *m);
+void mc_on_params(mc_device_t *d, const mc_msg_t *m);
+void mc_on_commit(mc_device_t *d, const mc_msg_t *m);
 
 #endif /* MC_DEVICE_H */

@@ -25,6 +25,9 @@ void hal_host_write(const uint8_t *data, size_t n);
 int hal_bus_getc(uint8_t *byte);
 void hal_bus_write(const uint8_t *data, size_t n);
 
+/* Bytes of stack used at most since start-up (a painted stack's high-water mark); 0 if the port cannot tell. */
+uint32_t hal_stack_used(void);
+
 /* Nothing to do before `until_us` (hal_clock_us time) unless a byte arrives; may return early. */
 void hal_idle(uint64_t until_us);
 

@@ -78,6 +78,7 @@ typedef struct { uint16_t cmd_seq; uint8_t status; uint32_t staged, params_crc; 
 typedef struct {
     uint16_t cmd_seq; uint32_t episodes, watchdog_trips, params_applied, bad_frames;
     uint64_t feed_us, trip_us; /* the last watchdog trip: the last feed before it and the trip [device clock] */
+    uint32_t stack_bytes;      /* the stack's high-water mark since reset (0: the port cannot tell) */
 } mc_status_report_t;
 
 typedef struct {

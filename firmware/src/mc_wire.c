@@ -37,55 +37,39 @@ long mc_cobs_decode(uint8_t *buf, size_t n)
     return (long)out;
 }
 
-/* COBS-encode block by block straight into the stream (no output buffer): `block` holds the open block, so
- * the payload and its CRC are encoded as one sequence. */
-typedef struct {
-    mc_ostream_t *out;
-    uint8_t block[254];
-    size_t len;
-} cobs_writer_t;
-
-static void cobs_flush(cobs_writer_t *w)
-{
-    uint8_t code = (uint8_t)(w->len + 1u);
-    w->out->write(w->out, &code, 1);
-    if (w->len) {
-        w->out->write(w->out, w->block, w->len);
-    }
-    w->len = 0;
-}
-
-static void cobs_put(cobs_writer_t *w, const uint8_t *data, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n; ++i) {
-        if (data[i] == 0) {
-            cobs_flush(w);
-        } else {
-            w->block[w->len++] = data[i];
-            if (w->len == 254u) {
-                cobs_flush(w); /* code 0xFF: a full block, no zero implied */
-            }
-        }
-    }
-}
-
-void mc_send_payload(mc_ostream_t *out, const uint8_t *payload, size_t n)
+void mc_send_payload(mc_ostream_t *out, uint8_t *frame, size_t n)
 {
     static const uint8_t zero = 0;
-    cobs_writer_t w;
-    uint8_t crc_le[4];
-    const uint32_t crc = mc_crc32(0, payload, n);
-    crc_le[0] = (uint8_t)crc;
-    crc_le[1] = (uint8_t)(crc >> 8);
-    crc_le[2] = (uint8_t)(crc >> 16);
-    crc_le[3] = (uint8_t)(crc >> 24);
-    w.out = out;
-    w.len = 0;
+    const uint32_t crc = mc_crc32(0, frame, n);
+    const size_t end = n + MC_CRC_BYTES;
+    size_t start = 0;
+    frame[n] = (uint8_t)crc;
+    frame[n + 1] = (uint8_t)(crc >> 8);
+    frame[n + 2] = (uint8_t)(crc >> 16);
+    frame[n + 3] = (uint8_t)(crc >> 24);
     out->write(out, &zero, 1);
-    cobs_put(&w, payload, n);
-    cobs_put(&w, crc_le, sizeof crc_le);
-    cobs_flush(&w); /* the last block always has a code below 0xFF (the spec's encoder does the same) */
+    /* COBS straight from the buffer, block by block: a code byte, then the block's bytes as they are. A block
+     * below 254 bytes implies the zero after it; the last block always has a code below 0xFF. */
+    for (;;) {
+        size_t run = 0;
+        uint8_t code;
+        while (start + run < end && run < 254u && frame[start + run] != 0) {
+            run++;
+        }
+        code = (uint8_t)(run + 1u);
+        out->write(out, &code, 1);
+        if (run) {
+            out->write(out, frame + start, run);
+        }
+        start += run;
+        if (run == 254u) {
+            continue; /* a full block implies no zero; another block follows, empty if need be */
+        }
+        if (start == end) {
+            break;
+        }
+        start++; /* the zero this block stands for */
+    }
     out->write(out, &zero, 1);
 }
 

@@ -30,8 +30,10 @@ typedef struct mc_ostream {
     void *ctx;
 } mc_ostream_t;
 
-/* Send payload (header + body) as one wire frame: leading zero, COBS(payload || CRC), trailing zero. */
-void mc_send_payload(mc_ostream_t *out, const uint8_t *payload, size_t n);
+/* Send the `n`-byte payload (header + body) at `frame` as one wire frame: leading zero, COBS(payload || CRC),
+ * trailing zero. The CRC is written into `frame[n .. n + 3]`, so the buffer needs 4 bytes past the payload;
+ * the encoding streams from it block by block, with no second buffer. */
+void mc_send_payload(mc_ostream_t *out, uint8_t *frame, size_t n);
 
 typedef enum {
     MC_RX_NONE = 0,  /* no frame completed by this byte */

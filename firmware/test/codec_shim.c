@@ -59,7 +59,7 @@ long shim_feed(const uint8_t *data, size_t n, uint8_t *out, size_t cap)
             mc_rx_reject(&rx);
             continue;
         }
-        k = mc_msg_encode(&m, payload, sizeof payload);
+        k = mc_msg_encode(&m, payload, sizeof payload - MC_CRC_BYTES);
         if (k == 0) return -2;
         mc_send_payload(&b.base, payload, k);
     }

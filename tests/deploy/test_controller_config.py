@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import CONFIG_DIR
 
 from metactl.deploy import HardwareConfigError, load_hardware_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG_DIR = os.path.join(REPO, "hardware_configs")
 
 
 def _load(tmp_path, robot: str):

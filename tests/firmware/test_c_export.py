@@ -10,7 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import OBS, gcc_shared, random_policy
+from firmware_helpers import OBS, gcc_shared, random_policy
 
 from metactl.deploy import PolicyBundle
 from metactl.deploy.c_export import export_c, params_crc, policy_id

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import kill_host_mid_episode, returns, robot_config
+from firmware_helpers import kill_host_mid_episode, returns, robot_config
 
 from metactl.deploy import protocol as pr
 from metactl.deploy import protocol2 as p2
@@ -105,7 +105,7 @@ def test_params_are_refused_mid_episode_and_applied_only_whole_and_checked(posix
 
 def test_protocol_versions_refuse_each_other_cleanly(posix_firmware, tmp_path) -> None:
     v1_config = load_hardware_config(robot_config(str(tmp_path / "v1.toml")))
-    quick = {"handshake_timeout_s = 3.0": "handshake_timeout_s = 0.6"}
+    quick = {"handshake_timeout_s = 10.0": "handshake_timeout_s = 0.6"}
     config = load_hardware_config(robot_config(str(tmp_path / "v2.toml"), controller=True, **quick))
     with emulator_process(v1_config.path, str(tmp_path / "emu")) as emu:  # the Python emulator speaks v1 only
         with pytest.raises(ProtocolVersionError, match="answers protocol version 1 only"):

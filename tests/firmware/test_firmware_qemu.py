@@ -8,7 +8,7 @@ safe-stop the motors, timed on the controller's own clock (QEMU -icount: execute
 from __future__ import annotations
 
 import numpy as np
-from conftest import kill_host_mid_episode, needs_qemu, returns, robot_config
+from firmware_helpers import kill_host_mid_episode, needs_qemu, returns, robot_config
 
 from metactl.deploy import run_online
 from metactl.deploy.firmware_build import BUS_TIMEOUT_US
@@ -21,7 +21,9 @@ def test_closed_loop_hill_climbing_in_qemu_matches_the_python_runtime(
     hc_bundle, m4_firmware, python_runtime, tmp_path
 ) -> None:
     config = robot_config(str(tmp_path / "robot.toml"), controller=True)
-    with firmware_in_the_loop(m4_firmware, config, str(tmp_path / "loop")) as loop:
+    # -icount: the controller's clock counts its instructions, so a stall of this shared machine cannot time out its
+    # motor bus or its watchdog (unpaced: the speed is the plant's, not the guest clock's).
+    with firmware_in_the_loop(m4_firmware, config, str(tmp_path / "loop"), icount_shift=0) as loop:
         report = run_online(hc_bundle, config, port=loop.host_port, seed=4, time_scale=0)
     assert report.status == "completed" and len(report.episodes) == 5
     np.testing.assert_allclose(returns(report), returns(python_runtime), rtol=1e-3)
@@ -42,6 +44,7 @@ def test_killing_the_host_makes_the_watchdog_safe_stop_within_its_time(m4_firmwa
     assert wd_us <= late_us <= wd_us + BUS_TIMEOUT_US + 1000
     safe = commands[-1]["t_us"]
     assert report.trip_us <= safe <= report.trip_us + 1000  # the motors are told at the trip
+    assert 0 < report.stack_bytes < 768  # the painted stack's bottom word was never reached (768 B reserved)
 
 
 def test_the_firmware_meets_its_size_and_cost_targets(tmp_path) -> None:

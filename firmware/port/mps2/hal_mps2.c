@@ -30,15 +30,18 @@ uint64_t hal_clock_us(void)
 #define UART_CTRL_ON (UART_CTRL_TX | UART_CTRL_RX | UART_CTRL_RX_IRQ)
 
 typedef struct {
-    uint32_t base;
+    uint32_t base, irq;
     volatile uint16_t head, tail; /* head: written by the interrupt, tail: by the loop */
     uint8_t data[RING_BYTES];
 } ring_t;
 
-static ring_t rings[2] = {{MPS2_UART0, 0, 0, {0}}, {MPS2_UART1, 0, 0, {0}}};
+static ring_t rings[2]; /* in .bss: no copy of 512 zeros in flash */
 
 static void uart_rx_isr(ring_t *r)
 {
+    /* Clear first, then drain: a byte that lands after the last check raises the interrupt again. (Draining first
+     * and clearing last would lose that interrupt and leave the byte stuck in the UART.) */
+    UART_INT(r->base) = 2u;
     while (UART_STATE(r->base) & 2u) {
         const uint16_t head = r->head;
         if ((uint16_t)(head - r->tail) == RING_BYTES) {
@@ -48,7 +51,6 @@ static void uart_rx_isr(ring_t *r)
         r->data[head % RING_BYTES] = (uint8_t)UART_DATA(r->base);
         r->head = (uint16_t)(head + 1u);
     }
-    UART_INT(r->base) = 2u;
 }
 
 void mps2_uart0_rx_isr(void) { uart_rx_isr(&rings[0]); }
@@ -58,8 +60,9 @@ static int uart_getc(ring_t *r, uint8_t *byte)
 {
     const uint16_t tail = r->tail;
     if (tail == r->head) {
-        if (UART_CTRL(r->base) != UART_CTRL_ON) { /* drained after a full ring: take interrupts again */
-            UART_CTRL(r->base) = UART_CTRL_ON;
+        if (UART_CTRL(r->base) != UART_CTRL_ON) { /* drained after a full ring: take interrupts again, and */
+            UART_CTRL(r->base) = UART_CTRL_ON;   /* pend one for the byte left waiting in the UART (it raised none) */
+            NVIC_ISPR0 = 1u << r->irq;
         }
         return 0;
     }
@@ -82,6 +85,11 @@ void hal_host_write(const uint8_t *data, size_t n) { uart_write(MPS2_UART0, data
 int hal_bus_getc(uint8_t *byte) { return uart_getc(&rings[1], byte); }
 void hal_bus_write(const uint8_t *data, size_t n) { uart_write(MPS2_UART1, data, n); }
 
+uint32_t hal_stack_used(void)
+{
+    return mps2_stack_used();
+}
+
 void hal_idle(uint64_t until_us)
 {
     (void)until_us; /* poll */
@@ -90,6 +98,10 @@ void hal_idle(uint64_t until_us)
 int main(void)
 {
     static mc_device_t device;
+    rings[0].base = MPS2_UART0;
+    rings[0].irq = MPS2_IRQ_UART0_RX;
+    rings[1].base = MPS2_UART1;
+    rings[1].irq = MPS2_IRQ_UART1_RX;
     mps2_uart_init(MPS2_UART0, UART_CTRL_ON);
     mps2_uart_init(MPS2_UART1, UART_CTRL_ON);
     NVIC_ISER0 = 1u << MPS2_IRQ_UART0_RX | 1u << MPS2_IRQ_UART1_RX;

@@ -21,7 +21,8 @@
 #define UART_CTRL_RX_IRQ 8u
 #define MPS2_IRQ_UART0_RX 0u /* NVIC lines as QEMU's mps2 board wires them (external interrupt n = vector 16 + n) */
 #define MPS2_IRQ_UART1_RX 2u
-#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
+#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u) /* set-enable */
+#define NVIC_ISPR0 (*(volatile uint32_t *)0xE000E200u) /* set-pending */
 #define TIMER_CTRL(b) MPS2_REG(b, 0x0u)
 #define TIMER_VALUE(b) MPS2_REG(b, 0x4u)
 #define TIMER_RELOAD(b) MPS2_REG(b, 0x8u)

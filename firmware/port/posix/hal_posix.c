@@ -104,6 +104,11 @@ void hal_host_write(const uint8_t *data, size_t n) { line_write(&lines[0], data,
 int hal_bus_getc(uint8_t *byte) { return line_getc(&lines[1], byte); }
 void hal_bus_write(const uint8_t *data, size_t n) { line_write(&lines[1], data, n); }
 
+uint32_t hal_stack_used(void)
+{
+    return 0; /* a process's stack is the OS's business */
+}
+
 void hal_idle(uint64_t until_us)
 {
     struct pollfd fds[1];
