@@ -180,7 +180,8 @@ class ControllerSession:
             return {"status_error": str(e)}
         return {"episodes": report.episodes, "watchdog_trips": report.watchdog_trips,
                 "params_applied": report.params_applied, "bad_frames": report.bad_frames,
-                "stack_bytes": report.stack_bytes, "uploads": vars(self.link.uploads)}  # fmt: skip
+                "stack_bytes": report.stack_bytes, "tick_overruns": report.overruns,
+                "uploads": vars(self.link.uploads)}  # fmt: skip
 
     def _log_faults(self) -> None:
         for t, code, message in self.link.faults[self._faults_seen :]:

@@ -183,12 +183,13 @@ class StatusReport:
     feed_us: int  # the last watchdog trip: the last feed before it [controller clock, us]; 0 if none
     trip_us: int  # ... and the trip itself
     stack_bytes: int = 0  # the controller's stack high-water mark [bytes]; 0: it cannot tell
+    overruns: int = 0  # control ticks that started more than a period late
 
 
 _INFO2 = struct.Struct("<HHIIIIIHBB")
 _START, _STEP, _END = struct.Struct("<QIB"), struct.Struct("<HIBdHH"), struct.Struct("<HBIdI")
 _PARAMS, _COMMIT, _ACK = struct.Struct("<IH"), struct.Struct("<II"), struct.Struct("<HBII")
-_REPORT = struct.Struct("<HIIIIQQI")
+_REPORT = struct.Struct("<HIIIIQQII")
 
 
 def _with_floats(layout: struct.Struct, fixed: tuple[Any, ...], *arrays: Any) -> bytes:
@@ -219,7 +220,7 @@ ENCODERS: dict[type, tuple[int, Any]] = {
     Status: (MsgType2.STATUS, lambda m: b""),
     StatusReport: (MsgType2.STATUS_REPORT, lambda m: _REPORT.pack(
         m.cmd_seq, m.episodes, m.watchdog_trips, m.params_applied, m.bad_frames, m.feed_us, m.trip_us,
-        m.stack_bytes)),
+        m.stack_bytes, m.overruns)),
 }  # fmt: skip
 
 

@@ -203,6 +203,7 @@ static void on_status(mc_device_t *d, const mc_msg_t *m)
     r->u.status.feed_us = d->trip_feed_us;
     r->u.status.trip_us = d->trip_us;
     r->u.status.stack_bytes = hal_stack_used();
+    r->u.status.overruns = d->overruns;
     mc_send(d, r, MC_V2);
 }
 

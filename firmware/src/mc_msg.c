@@ -23,7 +23,7 @@ static const layout_t layouts[] = {
     {MC_EPISODE_END, V2, 19, 0, 0, 0},      {MC_KEEPALIVE, V2, 0, 0, 0, 0},
     {MC_PARAMS, V2, 6, 4, 4, 2},            {MC_PARAMS_COMMIT, V2, 8, 0, 0, 0},
     {MC_PARAMS_ACK, V2, 11, 0, 0, 0},       {MC_STATUS, V2, 0, 0, 0, 0},
-    {MC_STATUS_REPORT, V2, 38, 0, 0, 0},
+    {MC_STATUS_REPORT, V2, 42, 0, 0, 0},
 };
 
 static const layout_t *find_layout(uint8_t type, uint8_t version)
@@ -186,6 +186,7 @@ mc_decode_t mc_msg_decode(const uint8_t *p, size_t n, mc_msg_t *m)
         m->u.status.feed_us = get64(b + 18);
         m->u.status.trip_us = get64(b + 26);
         m->u.status.stack_bytes = get32(b + 34);
+        m->u.status.overruns = get32(b + 38);
         break;
     default: /* HELLO, HEARTBEAT, SAFE_STOP, KEEPALIVE, STATUS: empty bodies */
         break;
@@ -301,6 +302,7 @@ size_t mc_msg_encode(const mc_msg_t *m, uint8_t *payload, size_t cap)
         put64(&w, m->u.status.feed_us);
         put64(&w, m->u.status.trip_us);
         put32(&w, m->u.status.stack_bytes);
+        put32(&w, m->u.status.overruns);
         break;
     default:
         break;

@@ -79,6 +79,7 @@ typedef struct {
     uint16_t cmd_seq; uint32_t episodes, watchdog_trips, params_applied, bad_frames;
     uint64_t feed_us, trip_us; /* the last watchdog trip: the last feed before it and the trip [device clock] */
     uint32_t stack_bytes;      /* the stack's high-water mark since reset (0: the port cannot tell) */
+    uint32_t overruns;         /* control ticks that started more than a period late */
 } mc_status_report_t;
 
 typedef struct {

@@ -71,7 +71,7 @@ V2 = st.one_of(
     st.builds(p2.EpisodeStart, u64, u32, u8), st.builds(p2.Step, u16, u32, u8, f64s, f32s, f32s),
     st.builds(p2.EpisodeEnd, u16, u8, u32, f64s, u32), st.builds(p2.Keepalive), st.builds(p2.Params, u32, f32s),
     st.builds(p2.ParamsCommit, u32, u32), st.builds(p2.ParamsAck, u16, u8, u32, u32), st.builds(p2.Status),
-    st.builds(p2.StatusReport, u16, u32, u32, u32, u32, u64, u64, u32),
+    st.builds(p2.StatusReport, u16, u32, u32, u32, u32, u64, u64, u32, u32),
 )  # fmt: skip
 
 
