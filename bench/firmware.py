@@ -70,7 +70,7 @@ def measure_network(
 ) -> dict[str, Any]:
     """One row of the table: firmware size and per-candidate inference cost and parity on each target.
     ``baselines``: also newlib's tanhf (M4) and emlearn."""
-    policy = _policy(hidden, seed)
+    policy = bench_policy(hidden, seed)
     obs = _observations(policy, samples, seed)
     want = _onnxruntime(policy, obs)
     row: dict[str, Any] = {"network": name, "params": policy.spec.num_params}
@@ -87,7 +87,9 @@ def measure_network(
     return row
 
 
-def _policy(hidden: tuple[int, ...], seed: int) -> Policy:
+def bench_policy(hidden: tuple[int, ...], seed: int) -> Policy:
+    """A HalfCheetah-sized policy (17 -> hidden -> 6) with seeded parameters and normalizer: costs do not depend on
+    the values, parity is checked for these."""
     rng = np.random.default_rng(seed)
     spec = PolicySpec("mlp" if hidden else "linear", 17, 6, (-1.0,) * 6, (1.0,) * 6, hidden)
     params = spec.init_params(rng) if hidden else rng.standard_normal(spec.num_params) * 0.1

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from metactl.controllers import NormalizerSnapshot, Policy, PolicySpec
+from metactl.bench.firmware import NETWORKS, bench_policy
+from metactl.controllers import Policy
 from metactl.report import format_table, write_summary
 
-NETWORKS = {"linear": (), "mlp 32x32": (32, 32), "mlp 64x64": (64, 64)}
 _BLOCK = 500
 
 
@@ -47,19 +47,12 @@ def bench_inference(out_dir: str, *, calls: int = 20_000, rebuilds: int = 30, se
     return summary
 
 
-def _policy(hidden: tuple[int, ...], seed: int) -> Policy:
-    rng = np.random.default_rng(seed)
-    spec = PolicySpec("mlp" if hidden else "linear", 17, 6, (-1.0,) * 6, (1.0,) * 6, hidden)
-    params = spec.init_params(rng) if hidden else rng.standard_normal(spec.num_params) * 0.1
-    return Policy(spec, params, NormalizerSnapshot(rng.standard_normal(17) * 0.1, rng.uniform(0.5, 5.0, 17)))
-
-
 def _network(name: str, hidden: tuple[int, ...], work: str, calls: int, rebuilds: int, seed: int) -> dict[str, Any]:
     from metactl.deploy import PolicyBundle
     from metactl.deploy.bundle_writer import write_bundle
     from metactl.deploy.export import build_metadata, build_model
 
-    policy = _policy(hidden, seed)
+    policy = bench_policy(hidden, seed)
     extra = {"observation_names": [f"o{i}" for i in range(17)], "action_names": [f"a{i}" for i in range(6)],
              "control_period": 0.05, "horizon": 200, "family": "halfcheetah_fb", "train_config": {},
              "adaptation": {"name": "hill_climb", "queries": 2, "sigma": 0.1, "mode": "average"}}  # fmt: skip

@@ -19,14 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import serial
 
 from metactl.deploy import protocol as pr
 from metactl.deploy import protocol2 as p2
 from metactl.deploy.c_export import params_crc
 from metactl.deploy.errors import BundleError, HardwareConfigError
 from metactl.deploy.hardware_config import HardwareConfig
-from metactl.deploy.serial_robot import NoHardwareError, RobotFaultError
+from metactl.deploy.serial_robot import NoHardwareError, RobotFaultError, open_port
 from metactl.deploy.transport import LinkLostError, SerialTransport
 
 log = logging.getLogger(__name__)
@@ -59,10 +58,7 @@ class ControllerLink:
         self.faults: list[tuple[float, int, str]] = []
         self.uploads = UploadStats()
         self._closed = False
-        try:
-            self.transport.open()
-        except (OSError, serial.SerialException) as e:
-            raise NoHardwareError(f"cannot open {self.port}: {e}") from None
+        open_port(self.transport)
         try:
             self.info = self._handshake()
             self._check_info(self.info)

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
+from metactl.emulator.launcher import stop_process, wait_for_file
+
 _START_TIMEOUT_S = 60.0
 _PTY_LINE = re.compile(r"redirected to (\S+) \(label serial(\d)\)")
 QEMU_MACHINE = "mps2-an386"
@@ -56,17 +58,6 @@ def firmware_command(firmware: str, icount_shift: int | None = None, machine: st
     return cmd
 
 
-def _wait_for(path: str, proc: subprocess.Popen, log_path: str, what: str) -> str:
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            with open(log_path) as f:
-                raise RuntimeError(f"{what} did not start (exit {proc.poll()}): {f.read()[-800:]}")
-        time.sleep(0.01)
-    with open(path) as f:
-        return f.read()
-
-
 def _ptys(proc: subprocess.Popen, log_path: str) -> dict[int, str]:
     deadline = time.monotonic() + _START_TIMEOUT_S
     while True:
@@ -78,16 +69,6 @@ def _ptys(proc: subprocess.Popen, log_path: str) -> dict[int, str]:
             with open(log_path) as f:
                 raise RuntimeError(f"the firmware did not open its UARTs (exit {proc.poll()}): {f.read()[-800:]}")
         time.sleep(0.01)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
@@ -116,12 +97,12 @@ def firmware_in_the_loop(
                "--log", plant_log, "--ready-file", ready]  # fmt: skip
         with open(plant_out, "w") as out:
             plant = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for(ready, plant, plant_out, "the plant")
+        wait_for_file(ready, plant, plant_out, "the plant")
         yield LoopHandle(ports[0], ports[1], fw.pid, plant.pid, plant_log)
     finally:
         if plant is not None:
-            _stop(plant)
-        _stop(fw)
+            stop_process(plant)
+        stop_process(fw)
 
 
 def serve_firmware_in_the_loop(
