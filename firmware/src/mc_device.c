@@ -34,7 +34,7 @@ void mc_send(mc_device_t *d, mc_msg_t *m, uint8_t version)
 static size_t format_ms(char *out, const char *prefix, uint64_t us, const char *suffix)
 {
     char digits[12];
-    uint32_t tenths = (uint32_t)(us / 100u), nd = 0;
+    uint32_t tenths = (us > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)us) / 100u, nd = 0; /* 32-bit: no 64-bit divide */
     size_t n = 0;
     const char *s;
     for (s = prefix; *s && n < MC_FAULT_TEXT_MAX; ++s) out[n++] = *s;
@@ -144,9 +144,10 @@ static void on_command(mc_device_t *d, const mc_msg_t *m)
         d->fault = 1;
         if (mc_apply(d, mc_safe_command) == 0) {
             mc_send_fault(d, m->version, MC_FAULT_BAD_COMMAND,
-                       m->u.command.n == METACTL_ACT_DIM ? "command rejected (non-finite values); safe command applied"
-                                                         : "command rejected (wrong size); safe command applied",
-                       0);
+                          m->u.command.n == METACTL_ACT_DIM
+                              ? "command rejected (non-finite values); safe command applied"
+                              : "command rejected (wrong size); safe command applied",
+                          0);
         }
         send_state(d, m->version, m->seq);
         return;

@@ -7,6 +7,10 @@ versions; the watchdog safe-stops the motors when the host dies.
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -158,3 +162,26 @@ def test_killing_the_host_mid_episode_safe_stops_the_motors(posix_firmware, tmp_
     # The safe command reached the plant at the trip (the controller's clock stamps every bus frame).
     assert commands[-1]["t_us"] >= report.trip_us
     assert all(c["t_us"] <= report.trip_us for c in commands[:-1])
+
+
+SERVE = """
+import sys
+from metactl.emulator.firmware_loop import serve_firmware_in_the_loop
+serve_firmware_in_the_loop(sys.argv[1], sys.argv[2], sys.argv[3], announce=lambda line: print(line, flush=True))
+"""
+
+
+def test_serving_the_arrangement_prints_where_to_connect_and_stops_on_sigterm(posix_firmware, tmp_path) -> None:
+    """What ``metactl emulate --firmware`` runs: firmware + plant until a signal, the host's device announced."""
+    config = robot_config(str(tmp_path / "robot.toml"), controller=True)
+    cmd = [sys.executable, "-c", SERVE, posix_firmware, config, str(tmp_path / "work")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        port = re.search(r"connect the host to (\S+),", lines[1]).group(1)
+        link = ControllerLink(load_hardware_config(config), port)
+        assert link.info.robot_id == "serial_halfcheetah_fb" and "motor bus" in lines[0]
+        link.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
