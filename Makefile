@@ -3,7 +3,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-firmware lint clean
+QEMU_NOTICE = $(PY) -c "from metactl.deploy.firmware_build import qemu_skip_notice as n; m = n(); m and print(m)"
 
 $(STAMP): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -17,8 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/metactl demo --out runs/demo
 
+# The firmware tests build with the system gcc (POSIX port); the QEMU ones also need the ARM tools (README).
 test: $(STAMP)
+	@$(QEMU_NOTICE)
 	MUJOCO_GL=egl $(PY) -m pytest -q
+
+test-firmware: $(STAMP)
+	@$(QEMU_NOTICE)
+	$(PY) -m pytest -q tests/firmware tests/deploy/test_fixed_params.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -61,8 +61,11 @@ from metactl.deploy.errors import HardwareConfigError
 
 LINKS = ("sim", "serial")
 """Link types this runtime can open."""
+POLICY_ON = ("host", "controller")
+"""Where the policy runs: on the host (protocol v1, a COMMAND per control step) or on the motor controller
+(protocol v2: the host supervises episodes and uploads parameters; ``deploy.controller_session``)."""
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "robot": ("name", "link"),
+    "robot": ("name", "link", "policy_on"),
     "control": ("period_s", "episode_steps"),
     "signals": ("observations", "actions"),
     "sim": ("family", "task", "seed"),
@@ -78,10 +81,11 @@ _REQUIRED = object()
 
 @dataclasses.dataclass(frozen=True)
 class RobotSection:
-    """``[robot]``: a name for logs and the link type (``"sim"``)."""
+    """``[robot]``: a name for logs, the link type (``"sim"``) and where the policy runs (``"host"``)."""
 
     name: str
     link: str
+    policy_on: str = "host"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +171,11 @@ class _Reader:
         robot = RobotSection(
             name=self.get(data, "robot.name", is_nonempty_str, "a non-empty string", "name the robot, e.g. 'arm_1'"),
             link=self.get(data, "robot.link", _link, f"one of {LINKS}", "use link = 'sim' or 'serial'"),
-        )
+            policy_on=self.get(data, "robot.policy_on", POLICY_ON.__contains__, f"one of {POLICY_ON}",
+                               "use policy_on = 'host' or 'controller'", "host"),
+        )  # fmt: skip
+        if robot.policy_on == "controller" and robot.link != "serial":
+            raise self.fail("robot.policy_on = 'controller' needs robot.link = 'serial' (a motor controller to run on)")
         control = ControlSection(
             period_s=float(
                 self.get(data, "control.period_s", is_positive, "a positive number", "set it in seconds, e.g. 0.05")

@@ -7,11 +7,16 @@ asks for is exactly one robot episode, inferred by the ONNX graph with the vecto
 
 ``PolicyBundle.load`` checks everything once — metadata schema, the graph's sha256, its input and
 output signature — so the control loop afterwards is a lean ``act`` call through IOBinding.
+
+Within an episode the parameters are fixed, so episodes run ``fixed(params)``: a session of the graph
+with ``params`` folded into a plain constant (``deploy.fold``), which onnxruntime constant-folds, built
+between episodes (``FixedParamsController.reset``) and reused while the vector stays the same.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from typing import Any
 
@@ -22,15 +27,21 @@ from metactl.controllers import AdaptationOperator, make_operator, seed_slot_cou
 from metactl.deploy import metadata as md
 from metactl.deploy.episodes import EpisodeRunner, Seeds
 from metactl.deploy.errors import BundleError
+from metactl.deploy.fold import fold_initializer
 from metactl.deploy.graphs import check_signature, open_session, read_graph
-from metactl.deploy.session import PolicyController
+
+log = logging.getLogger(__name__)
 
 
 class PolicyBundle:
-    """A loaded policy bundle: typed metadata and an onnxruntime session of the policy graph."""
+    """A loaded policy bundle: typed metadata and an onnxruntime session of the policy graph (``graph``: its bytes,
+    needed for sessions with fixed parameters)."""
 
-    def __init__(self, directory: str, meta: md.PolicyMetadata, session: ort.InferenceSession):
-        self.directory, self.meta, self._session = directory, meta, session
+    def __init__(self, directory: str, meta: md.PolicyMetadata, session: ort.InferenceSession, graph: bytes = b""):
+        self.directory, self.meta, self._session, self._graph = directory, meta, session, graph
+        self._fixed: FixedPolicy | None = None
+        self.rebuild_seconds: list[float] = []
+        """How long each fixed-parameter session took to build (fold + onnxruntime session), in order."""
         self.obs_dim, self.act_dim, self.num_params = meta.obs_dim, meta.act_dim, meta.num_params
         probe = {md.OBS_INPUT: np.zeros((1, self.obs_dim), dtype=np.float32)}
         (params,) = session.run([md.PARAMS_OUTPUT], probe)
@@ -53,7 +64,7 @@ class PolicyBundle:
             {md.OBS_INPUT: meta.obs_dim, md.PARAMS_INPUT: meta.num_params},
             {md.ACTION_OUTPUT: meta.act_dim, md.PARAMS_OUTPUT: meta.num_params},
         )
-        return cls(directory, meta, session)
+        return cls(directory, meta, session, data)
 
     def _bind_hot_path(self) -> None:
         """IOBinding for one observation: fixed float32 buffers bound once, so a control step copies the
@@ -110,11 +121,64 @@ class PolicyBundle:
         self._session.run_with_iobinding(self._io)
         return self._act_buf[0].astype(np.float64)
 
+    def fixed(self, params: np.ndarray | None = None) -> FixedPolicy:
+        """A session of the policy with ``params`` (default: the trained ones) as constants: the episode's fast
+        path. The last one is reused while the vector (as float32) is the same; building one takes ~2-6 ms."""
+        p = np.asarray(self._params if params is None else params, dtype=np.float32)
+        if p.shape != (self.num_params,):
+            raise ValueError(f"params must have shape [{self.num_params}], got {list(p.shape)}")
+        if self._fixed is None or not np.array_equal(self._fixed.params, p):
+            t0 = time.perf_counter()
+            data = fold_initializer(self._graph, md.PARAMS_INPUT, p)
+            session = open_session(self.directory, md.ONNX_FILE, data)
+            self._fixed = FixedPolicy(session, p, self.obs_dim, self.act_dim)
+            self.rebuild_seconds.append(time.perf_counter() - t0)
+            log.debug("fixed-parameter session built in %.2f ms", 1e3 * self.rebuild_seconds[-1])
+        return self._fixed
+
     def plan(self, mode: str | None = None) -> OperatorPlan:
         """The bundle's own adaptation operator, run episode by episode (``mode`` applies to model bundles)."""
         if mode is not None:
             raise BundleError(f"bundle {self.directory} is an ES policy; --mode applies to model bundles only")
         return OperatorPlan(self, make_operator(self.meta.adaptation))
+
+
+class FixedPolicy:
+    """One parameter vector's session (``params`` folded in): ``act(obs [obs_dim]) -> action [act_dim]`` through
+    IOBinding, float64 out as ``PolicyBundle.act``."""
+
+    def __init__(self, session: ort.InferenceSession, params: np.ndarray, obs_dim: int, act_dim: int):
+        self.params = params
+        self._obs = np.zeros((1, obs_dim), dtype=np.float32)
+        self._act = np.zeros((1, act_dim), dtype=np.float32)
+        self._session, self._io = session, session.io_binding()
+        self._io.bind_input(md.OBS_INPUT, "cpu", 0, np.float32, [1, obs_dim], self._obs.ctypes.data)
+        self._io.bind_output(md.ACTION_OUTPUT, "cpu", 0, np.float32, [1, act_dim], self._act.ctypes.data)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        self._obs[0] = obs
+        self._session.run_with_iobinding(self._io)
+        return self._act[0].astype(np.float64)
+
+
+class FixedParamsController:
+    """A policy with fixed parameters for one episode (ES-MAML's queries and evaluations): the fixed-parameter
+    session is built in ``reset`` (between episodes, off the control loop), then every step is one call."""
+
+    def __init__(self, bundle: PolicyBundle, params: np.ndarray):
+        self.bundle, self.params = bundle, params
+        self._policy: FixedPolicy | None = None
+
+    def reset(self) -> None:
+        self._policy = self.bundle.fixed(self.params)
+
+    def act(self, obs: np.ndarray, fresh: bool) -> np.ndarray:
+        if self._policy is None:
+            self.reset()
+        return self._policy.act(obs)  # type: ignore[union-attr]
+
+    def applied(self, sent: np.ndarray) -> None:
+        pass
 
 
 class OperatorPlan:
@@ -130,11 +194,10 @@ class OperatorPlan:
         self.params = np.array(bundle.params, dtype=np.float64)
 
     def run(self, runner: EpisodeRunner, seeds: Seeds, adaptation_steps: int) -> None:
-        act = self.bundle.act
-        runner.run("pre", PolicyController(act, self.params), seeds.evaluation, step=0)
+        runner.run("pre", FixedParamsController(self.bundle, self.params), seeds.evaluation, step=0)
         for step in range(1, adaptation_steps + 1):
             self.params = self._adapt(runner, seeds.operator[step - 1], seeds, step)
-            runner.run("post", PolicyController(act, self.params), seeds.evaluation, step)
+            runner.run("post", FixedParamsController(self.bundle, self.params), seeds.evaluation, step)
 
     def _adapt(self, runner: EpisodeRunner, op_seed: int, seeds: Seeds, step: int) -> np.ndarray:
         """One run of the operator from the current parameters. Its own work (ask, tell) runs between episodes,
@@ -155,7 +218,7 @@ class OperatorPlan:
                     slot_seeds[slot] = next(seeds.queries)
             episode_seeds = [slot_seeds[slot] for slot in operator.seed_slots(rnd)]
             returns = [
-                runner.run("query", PolicyController(self.bundle.act, c), episode_seeds[q], step, rnd, q)
+                runner.run("query", FixedParamsController(self.bundle, c), episode_seeds[q], step, rnd, q)
                 for q, c in enumerate(candidates)
             ]
             t0 = time.perf_counter()

@@ -17,6 +17,7 @@ import enum
 import logging
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,7 +187,7 @@ def _fault_text(message: str) -> bytes:
     return raw[:255].decode("utf-8", "ignore").encode("utf-8") if len(raw) > 255 else raw
 
 
-_ENCODERS: dict[type, tuple[MsgType, Any]] = {
+ENCODERS: dict[type, tuple[MsgType, Any]] = {  # message class -> (type, body builder); version 2 extends it
     Hello: (MsgType.HELLO, lambda m: b""),
     Info: (
         MsgType.INFO,
@@ -206,12 +207,18 @@ def encode(msg: Message, seq: int, t_us: int) -> bytes:
 
     Raises ProtocolError for an unencodable message: unknown type, a field out of range, a
     robot id over 255 bytes, a frame over MAX_FRAME_BYTES."""
-    entry = _ENCODERS.get(type(msg))
+    return frame_bytes(PROTOCOL_VERSION, msg, seq, t_us, ENCODERS)
+
+
+def frame_bytes(version: int, msg: Any, seq: int, t_us: int, encoders: dict[type, tuple[int, Any]]) -> bytes:
+    """The wire frame of ``msg`` in protocol ``version``, its body built by ``encoders[type(msg)]`` (shared with
+    later protocol versions, which add message types)."""
+    entry = encoders.get(type(msg))
     if entry is None:
-        raise ProtocolError(f"not a protocol message: {type(msg).__name__}")
+        raise ProtocolError(f"not a protocol message: {type(msg).__name__} (version {version})")
     mtype, body_of = entry
     try:
-        payload = _HEADER.pack(PROTOCOL_VERSION, mtype, int(seq) % 65536, t_us) + body_of(msg)
+        payload = _HEADER.pack(version, mtype, int(seq) % 65536, t_us) + body_of(msg)
     except ProtocolError:
         raise
     except (struct.error, OverflowError, TypeError, ValueError, AttributeError) as e:
@@ -233,8 +240,9 @@ def _robot_id(p: bytes, off: int, n: int) -> str:
         raise ProtocolError(f"INFO robot_id is not UTF-8: {e}") from None
 
 
-# type -> (fixed part after the header, variable tail: (bytes per item, decoder) keyed by the last fixed field, build)
-_BODIES: dict[int, tuple[struct.Struct, Any, Any]] = {
+# type -> (fixed part after the header, variable tail: (bytes per item, decoder[, item count from the fixed fields,
+# default: the last one]), build); version 2 extends it
+BODIES: dict[int, tuple[struct.Struct, Any, Any]] = {
     MsgType.HELLO: (_NONE, None, lambda f, t: Hello()),
     MsgType.INFO: (_INFO, (1, _robot_id), lambda f, t: Info(t, f[0], f[1], f[2])),
     MsgType.STATE: (_STATE, (4, _float32), lambda f, t: State(f[0], f[1], f[2], t)),
@@ -255,24 +263,36 @@ def decode_payload(payload: bytes) -> Frame:
 
     Raises ProtocolError saying what is wrong: short header, other version, unknown type,
     a body whose length disagrees with its layout, a robot id that is not UTF-8."""
+    return decode_with(payload, {PROTOCOL_VERSION: BODIES})
+
+
+def decode_with(payload: bytes, bodies: dict[int, dict[int, tuple[struct.Struct, Any, Any]]]) -> Frame:
+    """Decode ``payload`` with the body table of its version (``bodies[version][type]``: fixed layout, variable
+    tail, builder); shared with later protocol versions."""
     payload = bytes(payload)
     if len(payload) < HEADER_BYTES:
         raise ProtocolError(f"payload is {len(payload)} bytes, shorter than the {HEADER_BYTES}-byte header")
     version, mtype, seq, t_us = _HEADER.unpack_from(payload)
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {version}, this side speaks {PROTOCOL_VERSION}")
-    if mtype not in _BODIES:
+    table = bodies.get(version)
+    if table is None:
+        raise ProtocolError(f"protocol version {version}, this side speaks {', '.join(map(str, sorted(bodies)))}")
+    if mtype not in table:
         raise ProtocolError(f"unknown message type 0x{mtype:02x}")
-    layout, tail, build = _BODIES[mtype]
+    layout, tail, build = table[mtype]
     got = len(payload) - HEADER_BYTES
     if got < layout.size:
-        raise ProtocolError(f"{MsgType(mtype).name} body is {got} bytes, shorter than its {layout.size}-byte head")
+        raise ProtocolError(f"{_type_name(mtype)} body is {got} bytes, shorter than its {layout.size}-byte head")
     fixed = layout.unpack_from(payload, HEADER_BYTES)
-    want = layout.size + (tail[0] * fixed[-1] if tail else 0)
+    count = (tail[2](fixed) if len(tail) > 2 else fixed[-1]) if tail else 0
+    want = layout.size + (tail[0] * count if tail else 0)
     if got != want:
-        raise ProtocolError(f"{MsgType(mtype).name} body is {got} bytes, its layout says {want}")
-    value = tail[1](payload, HEADER_BYTES + layout.size, fixed[-1]) if tail else None
+        raise ProtocolError(f"{_type_name(mtype)} body is {got} bytes, its layout says {want}")
+    value = tail[1](payload, HEADER_BYTES + layout.size, count) if tail else None
     return Frame(seq, t_us, build(fixed, value))
+
+
+def _type_name(mtype: int) -> str:
+    return MsgType(mtype).name if mtype in MsgType._value2member_map_ else f"type 0x{mtype:02x}"
 
 
 # ---------------------------------------------------------------- streaming
@@ -287,7 +307,8 @@ class FrameDecoder:
     oversized frame, delimiters excluded). Empty frames (consecutive zeros) are ignored.
     Memory is bounded: at most MAX_WIRE_BYTES of an unfinished frame are kept."""
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Callable[[bytes], Frame] = decode_payload) -> None:
+        self._decode = decode  # the payload decoder of the protocol version(s) this side speaks
         self.frames_ok = 0
         self.bad_frames = 0
         self.oversized_frames = 0
@@ -337,7 +358,7 @@ class FrameDecoder:
             payload = raw[:-4]
             if len(raw) < 4 or zlib.crc32(payload) != _CRC.unpack_from(raw, len(raw) - 4)[0]:
                 raise ProtocolError(f"CRC mismatch ({len(raw)}-byte frame)")
-            frame = decode_payload(payload)
+            frame = self._decode(payload)
         except ProtocolError as e:
             self.bad_frames += 1
             self.bytes_discarded += len(segment)

@@ -117,16 +117,22 @@ def run_online(
     log_fn = (lambda topic, rec, t_ns: [s.log(topic, rec, t_ns) for s in sinks]) if sinks else None
     status, detail, failed_over, runner = "completed", "", False, None
     link_info, health, events = {"link": config.robot.link}, {}, ()
+    session_type, session_args = RobotSession, {}
+    if config.robot.policy_on == "controller":  # the policy runs on the motor controller (protocol v2)
+        from metactl.deploy.controller_session import ControllerSession
+
+        session_type, session_args = ControllerSession, {"bundle": bundle}
     try:
         with (
             realtime_process(),
-            RobotSession(
+            session_type(
                 config,
                 task=task,
                 port=port,
                 log_fn=log_fn,
                 time_scale=time_scale,
                 idle_fn=logger.set_budget if logger else None,
+                **session_args,
             ) as session,
         ):
             runner = EpisodeRunner(session, steps, logging.INFO if progress else logging.DEBUG, record)
@@ -143,6 +149,8 @@ def run_online(
             elif session.lost_link_counters is not None:  # failed over: the serial link's record
                 health["link_counters"] = session.lost_link_counters
             health["missed_steps"] = session.missed_steps
+            if hasattr(session, "controller_status"):
+                health["controller"] = session.controller_status()
             events = tuple(session.events)
     except RunStoppedError as e:  # the robot failed during start-up, before any episode
         status, detail = e.reason, e.detail

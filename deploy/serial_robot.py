@@ -35,6 +35,19 @@ class RobotFaultError(RuntimeError):
     """The robot reported a latched fault and safe-stopped its motors (e.g. its watchdog fired)."""
 
 
+def open_port(transport: SerialTransport) -> None:
+    """Open the transport's port; ``NoHardwareError`` if there is no such device (or it cannot be opened)."""
+    try:
+        transport.open()
+    except ValueError as e:  # pyserial: not a device path nor a URL it knows
+        raise HardwareConfigError(
+            f"port {transport.port!r} is neither a device path nor a pyserial URL ({e}); use e.g. /dev/ttyUSB0 or "
+            "socket://host:port"
+        ) from None
+    except (OSError, serial.SerialException) as e:
+        raise NoHardwareError(f"cannot open {transport.port}: {e}") from None
+
+
 class SerialRobot:
     """The robot of ``config`` on ``port`` (default: ``[serial] port``); raises ``NoHardwareError`` when
     nothing answers, ``HardwareConfigError`` when what answers is not the configured robot."""
@@ -55,15 +68,7 @@ class SerialRobot:
         self._pending: int | None = None  # seq of the message whose answer has not been read yet
         self._reply_deadline = 0.0
         self._t = 0.0
-        try:
-            self.transport.open()
-        except ValueError as e:  # pyserial: not a device path nor a URL it knows
-            raise HardwareConfigError(
-                f"port {self.port!r} is neither a device path nor a pyserial URL ({e}); use e.g. /dev/ttyUSB0 or "
-                "socket://host:port"
-            ) from None
-        except (OSError, serial.SerialException) as e:
-            raise NoHardwareError(f"cannot open {self.port}: {e}") from None
+        open_port(self.transport)
         try:
             self.info = self._handshake()
         except BaseException:

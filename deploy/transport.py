@@ -16,6 +16,8 @@ import logging
 import os
 import select
 import time
+from collections.abc import Callable
+from typing import Any
 
 import serial
 
@@ -50,10 +52,21 @@ class SerialTransport:
     """Send messages and receive frames on one pyserial port. ``open()`` raises ``serial.SerialException``
     when the port cannot be opened; I/O errors later trigger one reopen attempt, then ``LinkLostError``."""
 
-    def __init__(self, port: str, baud: int, reopen_timeout_s: float = 0.05):
+    def __init__(
+        self,
+        port: str,
+        baud: int,
+        reopen_timeout_s: float = 0.05,
+        *,
+        encode: Callable[[Any, int, int], bytes] = pr.encode,
+        decoder: Callable[[], pr.FrameDecoder] = pr.FrameDecoder,
+    ):
+        """``encode`` and ``decoder`` select the protocol version(s): version 1 by default (``protocol2`` has
+        the version-2 pair)."""
         self.port, self.baud, self.reopen_timeout_s = port, baud, reopen_timeout_s
         self.counters = LinkCounters()
-        self._decoder = pr.FrameDecoder()
+        self._encode = encode
+        self._decoder = decoder()
         self._seqs = pr.SeqTracker()
         self._pending: collections.deque[pr.Frame] = collections.deque()
         self._seq = 0
@@ -76,11 +89,11 @@ class SerialTransport:
                 log.debug("closing %s: %s", self.port, e)
             self._ser, self._fd = None, None
 
-    def send(self, msg: pr.Message) -> int:
-        """Encode and write ``msg``; its sequence number."""
+    def send(self, msg: Any, encode: Callable[[Any, int, int], bytes] | None = None) -> int:
+        """Encode (with ``encode``, default: this transport's version) and write ``msg``; its sequence number."""
         seq = self._seq
         self._seq = (self._seq + 1) % 65536
-        data = pr.encode(msg, seq, time.monotonic_ns() // 1000)
+        data = (encode or self._encode)(msg, seq, time.monotonic_ns() // 1000)
         self._io(lambda: self._write(data))
         self.counters.sent += 1
         return seq

@@ -25,6 +25,30 @@ class EmulatorHandle(NamedTuple):
     pid: int
 
 
+def wait_for_file(path: str, proc: subprocess.Popen, log_path: str, what: str) -> str:
+    """The content of ``path`` once the process ``proc`` has written it; ``RuntimeError`` with the tail of its log
+    (``log_path``) if it exits or ``_START_TIMEOUT_S`` pass first."""
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            with open(log_path) as f:
+                raise RuntimeError(f"{what} did not start (exit {proc.poll()}): {f.read()[-500:]}")
+        time.sleep(0.02)
+    with open(path) as f:
+        return f.read()
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM ``proc`` if it still runs; SIGKILL it after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def emulator_process(
     config_path: str, work_dir: str, scenario: str | None = None, busy_poll: bool = False
@@ -44,19 +68,6 @@ def emulator_process(
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while not os.path.exists(port_file):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                with open(log_path) as f:
-                    raise RuntimeError(f"the emulator did not start (exit {proc.poll()}): {f.read()[-500:]}")
-            time.sleep(0.02)
-        with open(port_file) as f:
-            yield EmulatorHandle(f.read().strip(), proc.pid)
+        yield EmulatorHandle(wait_for_file(port_file, proc, log_path, "the emulator").strip(), proc.pid)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)

@@ -59,12 +59,20 @@ class TrainModelBased:
 
 @dataclasses.dataclass(frozen=True)
 class Export:
-    """Export a trained policy or dynamics model as an ONNX bundle (graphs + metadata.json)."""
+    """Export a trained policy or dynamics model: an ONNX bundle, the policy as C, or a firmware built around it."""
 
     run: Unset = tyro.MISSING
-    """A 'metactl train' output folder (or its policy.npz / model.npz)."""
+    """A 'metactl train' output folder (or its policy.npz / model.npz; for C and firmware also a policy bundle)."""
     out: Unset = tyro.MISSING
-    """Bundle folder to write: new, empty, or an earlier bundle to replace."""
+    """Folder to write: new, empty, or an earlier export of the same kind to replace."""
+    target: Literal["onnx", "c", "firmware"] = "onnx"
+    """'onnx': a bundle (graphs + metadata.json); 'c': policy.h / policy.c (C99, no heap); 'firmware': the reference
+    firmware with the policy built in, for --arch and the robot of --config."""
+    config: str | None = None
+    """--target firmware: the robot's hardware config (its id, period, watchdog, safe command, limits)."""
+    arch: Literal["m4", "m3", "posix"] = "m4"
+    """--target firmware: Cortex-M4F (MPS2-AN386, hard float), Cortex-M3 (MPS2-AN385, soft float) or a POSIX
+    process on ptys."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +164,13 @@ class Emulate:
     """A sim2real scenario to apply (payload, latency_2, ...)."""
     busy_poll: bool = False
     """Never sleep between frames (uses a whole core, like firmware's main loop)."""
+    firmware: str | None = None
+    """Run this firmware (an ELF for QEMU's MPS2 boards, or a POSIX build) in the loop: the config's MuJoCo robot as
+    its plant on the firmware's second UART; prints the device the host connects to."""
+    icount_shift: int | None = None
+    """With --firmware in QEMU: -icount shift (the guest clock counts instructions; None: host time)."""
+    work: str = "runs/firmware_loop"
+    """With --firmware: folder for the plant's and QEMU's logs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +246,41 @@ class BenchFuzz:
     """Output folder."""
     frames: int = 1_000_000
     """Frames to feed the decoder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchFirmware:
+    """Flash, RAM and instructions per inference of the firmware (linear, MLP 32x32, 64x64) in QEMU, vs emlearn."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.firmware:bench_firmware"
+    out: str = "runs/bench_firmware"
+    """Output folder."""
+    calls: int = 1000
+    """Inferences timed per network (QEMU -icount: exact instruction counts)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchInference:
+    """Host inference at batch 1: onnxruntime with folded vs overridable parameters vs numpy vs the C export."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.inference:bench_inference"
+    out: str = "runs/bench_inference"
+    """Output folder."""
+    calls: int = 20_000
+    """Calls timed per path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchFirmwareLoop:
+    """The Python runtime vs the firmware in QEMU on one bundle: returns and action parity, closed loop."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.firmware_loop:bench_firmware_loop"
+    bundle: Unset = tyro.MISSING
+    """A HalfCheetah policy bundle."""
+    out: str = "runs/bench_firmware_loop"
+    """Output folder."""
+    paced: bool = False
+    """Pace in real time (no -icount) instead of unpaced under -icount."""
 
 
 @dataclasses.dataclass(frozen=True)

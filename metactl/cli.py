@@ -218,6 +218,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         ("metactl.train.workers", ("WorkerError",)),
         ("metactl.train.checkpoint", ("CheckpointError",)),
         ("metactl.videos", ("VideoError",)),
+        ("metactl.deploy.firmware_build", ("FirmwareBuildError",)),
     ):
         mod = sys.modules.get(module)
         if mod is not None:

@@ -62,9 +62,9 @@ def train_model_based(cmd: cli.TrainModelBased) -> dict[str, Any]:
 
 
 def export(cmd: cli.Export) -> dict[str, Any]:
-    """ONNX bundle of a policy or a dynamics model (picked from the run's files)."""
-    if os.path.exists(cmd.out) and not os.path.isdir(cmd.out):
-        raise UserError(f"--out {cmd.out} is a file; name a folder for the bundle")
+    """ONNX bundle of a policy or a dynamics model (picked from the run's files), or the policy as C / firmware."""
+    if cmd.target != "onnx":
+        return _export_native(cmd)
     run = cmd.run
     model = os.path.join(run, "model.npz") if os.path.isdir(run) else run
     policy = os.path.join(run, "policy.npz") if os.path.isdir(run) else run
@@ -94,6 +94,29 @@ def export(cmd: cli.Export) -> dict[str, Any]:
              meta["control_period"])]  # fmt: skip
     print(format_table("metactl export", ("bundle", "kind", "method", "family", "graphs", "period s"), rows))
     write_summary(cmd.out, summary)  # a bundle folder only ever holds a bundle (and its export summary)
+    return summary
+
+
+def _export_native(cmd: cli.Export) -> dict[str, Any]:
+    """``--target c``: policy.h / policy.c; ``--target firmware``: the firmware built for a robot and an arch."""
+    if not os.path.exists(cmd.run):
+        raise UserError(f"no trained policy or bundle at {cmd.run}; pass a 'metactl train es' output or a bundle")
+    if cmd.target == "c":
+        from metactl.deploy.c_export import export_c
+
+        files = export_c(cmd.run, cmd.out)
+        rows = [(k, v) for k, v in files.items()]
+        print(format_table(f"metactl export --target c: {cmd.run}", ("", ""), rows))
+        summary = {"target": "c", "source": os.path.abspath(cmd.run), **files}
+    else:
+        from metactl.deploy.firmware_build import build_firmware
+
+        if cmd.config is None:
+            raise UserError("--target firmware needs --config: the robot's hardware config (id, period, limits)")
+        build = build_firmware(cmd.run, cmd.config, cmd.out, cmd.arch)
+        print(format_table("metactl export --target firmware", ("target", "program"), [(build.target, build.path)]))
+        summary = {"target": "firmware", "arch": build.target, "program": build.path, "source": cmd.run}
+    write_summary(cmd.out, summary)
     return summary
 
 
@@ -212,6 +235,14 @@ def emulate(cmd: cli.Emulate) -> dict[str, Any]:
     config = load_hardware_config(cmd.config)
     if config.emulator is None:
         raise UserError(f"hardware config {cmd.config} has no [emulator] section; add one with family = ...")
+    if cmd.firmware is not None:
+        from metactl.emulator.firmware_loop import serve_firmware_in_the_loop
+
+        if not os.path.isfile(cmd.firmware):
+            raise UserError(f"--firmware {cmd.firmware}: no such file; build one with metactl export --target firmware")
+        serve_firmware_in_the_loop(cmd.firmware, cmd.config, cmd.work, icount_shift=cmd.icount_shift,
+                                   announce=lambda a: print(f"metactl emulate: {a}", flush=True))  # fmt: skip
+        return {"firmware": os.path.abspath(cmd.firmware), "work": os.path.abspath(cmd.work)}
     emu = config.emulator
     try:
         if cmd.scenario:

@@ -260,3 +260,22 @@ def test_run_writes_videos_before_and_after_adaptation(hc_cli_bundle, tmp_path, 
     for path in videos.values():
         frames = imageio.mimread(path, memtest=False)
         assert len(frames) == 13 and frames[0].shape == (240, 320, 3)  # 12 steps + the start, 20 Hz: every frame
+
+
+def test_export_target_c_and_firmware(hc_cli_bundle, tmp_path):
+    """The C export and a POSIX firmware build, from the command line (the firmware tests check what they compute)."""
+    out = tmp_path / "c"
+    proc = metactl("export", "--run", hc_cli_bundle, "--out", str(out), "--target", "c")
+    assert proc.returncode == 0, proc.stderr
+    assert {"policy.h", "policy.c", "summary.json"} <= set(os.listdir(out))
+    assert "void metactl_policy(const float *obs, float *action);" in (out / "policy.h").read_text()
+    assert metactl("export", "--run", hc_cli_bundle, "--out", str(out), "--target", "c").returncode == 0  # re-export
+    config = os.path.join(ROOT, "hardware_configs", "controller_halfcheetah_fb.toml")
+    fw = tmp_path / "fw"
+    proc = metactl("export", "--run", hc_cli_bundle, "--out", str(fw), "--target", "firmware", "--config", config,
+                   "--arch", "posix")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    with open(fw / "summary.json") as f:
+        assert os.access(json.load(f)["program"], os.X_OK)
+    proc = metactl("export", "--run", hc_cli_bundle, "--out", str(tmp_path / "x"), "--target", "firmware")
+    assert_one_line_error(proc, "--target firmware needs --config")

@@ -13,6 +13,7 @@ FORBIDDEN = (
 ROBOT_MODULES = (
     "runtime", "bundles", "policy_bundle", "model_bundle", "links", "sim_robot", "hardware_config", "report",
     "serial_robot", "session", "transport", "protocol", "run_logger", "safety", "pacing",
+    "protocol2", "controller_link", "controller_session", "fold", "c_export",
 )  # fmt: skip
 
 
