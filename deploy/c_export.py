@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import json
 import os
 import struct
 import zlib
@@ -125,9 +126,21 @@ def _prepare(out_dir: str) -> None:
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise BundleError(f"--out {out_dir} is a file, not a folder; choose a folder for policy.h and policy.c")
     os.makedirs(out_dir, exist_ok=True)
-    others = sorted(set(os.listdir(out_dir)) - {*C_FILES, "summary.json"})  # summary.json: the export's own
+    others = sorted(set(os.listdir(out_dir)) - {*C_FILES, "summary.json"})
+    if "summary.json" in os.listdir(out_dir) and not _is_c_export_summary(os.path.join(out_dir, "summary.json")):
+        others.insert(0, "summary.json")  # another command's output (a training run, a bundle export, ...)
     if others:
         raise BundleError(f"--out {out_dir} holds other files ({', '.join(others[:3])}); choose an empty folder")
+
+
+def _is_c_export_summary(path: str) -> bool:
+    """Whether ``path`` is the summary ``metactl export --target c`` wrote next to an earlier C export."""
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("target") == "c"
 
 
 def _f(v: float) -> str:

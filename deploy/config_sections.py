@@ -54,6 +54,9 @@ class SerialSection:
     reply_timeout_s: float = 0.02
     handshake_timeout_s: float = 1.0
     max_missed_replies: int = 2
+    reconnect_s: float = 0.0
+    """A lost link or a rebooted robot is first re-handshaked for this long (start-up rerun, the episode run again);
+    0: no attempt. Only if that fails does ``[fallback] on_link_loss`` apply."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +129,9 @@ def read_serial(r: FieldReader, data: dict[str, Any]) -> SerialSection:
         ),
         max_missed_replies=r.get(
             data, "serial.max_missed_replies", is_positive_int, "a positive integer", "e.g. 2", d.max_missed_replies
+        ),
+        reconnect_s=float(
+            r.get(data, "serial.reconnect_s", _nonneg, "seconds >= 0 (0: no reconnect)", "e.g. 5.0", d.reconnect_s)
         ),
     )
 

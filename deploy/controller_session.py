@@ -101,7 +101,6 @@ class ControllerSession:
         self.flags = p2.START_STREAM | (p2.START_UNPACED if time_scale == 0 else 0)
         self.events: list[dict[str, Any]] = []
         self.missed_steps = 0
-        self.lost_link_counters: dict[str, int] | None = None
         self._idle_fn = idle_fn
         self._index = 0
         self._faults_seen = 0
@@ -186,8 +185,11 @@ class ControllerSession:
         self._log_faults()
         self._event("/fault", {"source": "runtime", "code": kind, "detail": str(error),
                                "safe_stop_confirmed": confirmed})  # fmt: skip
-        self.lost_link_counters = self.link.counters()
         raise RunStoppedError(kind, f"{error}; the controller was safe-stopped and the run ended") from None
+
+    def link_counters(self) -> dict[str, int]:
+        """The serial link's counters (see ``LinkCounters``)."""
+        return self.link.counters()
 
     def controller_status(self) -> dict[str, Any]:
         """The controller's own counters (STATUS_REPORT) and the host's view of the link."""

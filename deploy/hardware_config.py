@@ -69,7 +69,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "control": ("period_s", "episode_steps"),
     "signals": ("observations", "actions"),
     "sim": ("family", "task", "seed"),
-    "serial": ("port", "baud", "reply_timeout_s", "handshake_timeout_s", "max_missed_replies"),
+    "serial": ("port", "baud", "reply_timeout_s", "handshake_timeout_s", "max_missed_replies", "reconnect_s"),
     "limits": ("command_low", "command_high", "max_command_change", "position", "velocity"),
     "safety": ("watchdog_s", "safe_command", "startup_pose", "startup_steps", "max_non_finite_commands"),
     "fallback": ("family", "task", "seed", "on_link_loss"),

@@ -21,9 +21,10 @@ from metactl.summary import jsonable, write_summary
 log = logging.getLogger(__name__)
 
 EPISODE_KINDS = ("pre", "query", "post")
-EXIT_CODES = {"completed": 0, "link_lost": 3, "robot_fault": 4, "safety_stop": 4}
-"""Run status -> the exit code of ``metactl run``: 0 completed as asked (a configured fail-over to simulation
-included), 3 the robot link lost, 4 a safety stop (state limits, the robot's own safe-stop, non-finite commands)."""
+EXIT_CODES = {"completed": 0, "link_lost": 3, "robot_reboot": 3, "robot_fault": 4, "safety_stop": 4}
+"""Run status -> the exit code of ``metactl run``: 0 completed as asked (a configured fail-over to simulation or a
+reconnect included), 3 the robot link lost (or the robot rebooted) for good, 4 a safety stop (state limits, the
+robot's own safe-stop, non-finite commands)."""
 
 
 @dataclasses.dataclass(frozen=True)

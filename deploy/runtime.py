@@ -144,10 +144,9 @@ def run_online(
             failed_over = session.failed_over
             link_info = session.link.describe()
             health = {"timing": session.timer.summary(), "safety": dict(session.safety.counts)}
-            if hasattr(session.link, "counters"):
-                health["link_counters"] = session.link.counters()
-            elif session.lost_link_counters is not None:  # failed over: the serial link's record
-                health["link_counters"] = session.lost_link_counters
+            if counters := session.link_counters():
+                health["link_counters"] = counters
+            health["reconnects"] = getattr(session, "reconnects", 0)
             health["missed_steps"] = session.missed_steps
             if hasattr(session, "controller_status"):
                 health["controller"] = session.controller_status()
@@ -158,6 +157,7 @@ def run_online(
     finally:
         if logger is not None:
             logger.close()
+            health["log"] = logger.counts()
 
     records = tuple(runner.records) if runner is not None else ()
     pre = [r.episode_return for r in records if r.kind == "pre"]

@@ -35,6 +35,11 @@ class RobotFaultError(RuntimeError):
     """The robot reported a latched fault and safe-stopped its motors (e.g. its watchdog fired)."""
 
 
+class RobotRebootError(RuntimeError):
+    """The robot announced itself mid-run (an unsolicited INFO with its frame counter back at 0): it rebooted, and
+    whatever it was doing (the episode, the start pose) is gone."""
+
+
 def open_port(transport: SerialTransport) -> None:
     """Open the transport's port; ``NoHardwareError`` if there is no such device (or it cannot be opened)."""
     try:
@@ -117,6 +122,7 @@ class SerialRobot:
         """Send ``cmd`` and return at once (float32 on the wire, returned as float64): the robot answers
         while the host's loop sleeps, and ``read_state`` picks the answer up at the next control step."""
         self._collect()
+        self._check_line()
         sent = np.asarray(cmd, dtype=np.float32)
         self._send(pr.Command(sent))
         self._t += self.config.control.period_s
@@ -201,10 +207,22 @@ class SerialRobot:
         if deadline is None:
             deadline = time.perf_counter() + self.settings.reply_timeout_s
         while (frame := self.transport.receive(deadline)) is not None:
-            msg = frame.msg
-            if isinstance(msg, pr.Fault):
-                self.faults.append((time.monotonic(), int(msg.code), msg.message))
-            elif isinstance(msg, pr.State) and msg.cmd_seq == seq:
-                return msg
+            self._unsolicited(frame)
+            if isinstance(frame.msg, pr.State) and frame.msg.cmd_seq == seq:
+                return frame.msg
         self.transport.counters.timeouts += 1
         return None
+
+    def _unsolicited(self, frame: pr.Frame) -> None:
+        """Record a FAULT; raise ``RobotRebootError`` on a reboot's INFO; anything else is left to the caller."""
+        msg = frame.msg
+        if isinstance(msg, pr.Fault):
+            self.faults.append((time.monotonic(), int(msg.code), msg.message))
+        elif isinstance(msg, pr.Info) and frame.seq == 0 and self.info is not None:
+            raise RobotRebootError(f"{msg.robot_id} announced a reboot (INFO with its frame counter at 0)")
+
+    def _check_line(self) -> None:
+        """Before a COMMAND: what arrived unasked since the last answer (a FAULT, a reboot's INFO). A robot that
+        rebooted since is not sent a command that would move it."""
+        for frame in self.transport.drain():
+            self._unsolicited(frame)

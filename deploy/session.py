@@ -24,11 +24,16 @@ from metactl.deploy.link import RobotLink
 from metactl.deploy.links import open_link
 from metactl.deploy.pacing import LoopTimer
 from metactl.deploy.safety import SafetyLayer, SafetyStopError
-from metactl.deploy.serial_robot import NoHardwareError, RobotFaultError
+from metactl.deploy.serial_robot import NoHardwareError, RobotFaultError, RobotRebootError
 from metactl.deploy.sim_robot import open_fallback
 from metactl.deploy.transport import LinkLostError
 
 log = logging.getLogger(__name__)
+FAILURES = (LinkLostError, RobotFaultError, RobotRebootError, SafetyStopError)
+"""What can end an episode on a robot: the session decides what happens next (``_on_failure``)."""
+FAILURE_KINDS = {LinkLostError: "link_lost", RobotFaultError: "robot_fault", RobotRebootError: "robot_reboot"}
+MAX_RETRIES = 3
+"""Reconnects for one episode before the run gives up on the robot."""
 Logger = Callable[[str, dict[str, Any], int], None]
 """``log(topic, record, t_ns)``: where a session's records go (``RunLogger.log``)."""
 
@@ -103,13 +108,17 @@ class RobotSession:
         self._faults_seen = 0
         self._episode_index = 0
         self.missed_steps = 0
-        self.lost_link_counters: dict[str, int] | None = None  # the serial link's counters, if it failed over
+        self._dropped_counters: dict[str, int] = {}  # summed counters of serial links dropped (failover, reconnect)
+        self._dropped: RobotLink | None = None
         self.failed_over = False  # the run continued (or started) on the [fallback] simulation
+        self.reconnects = 0  # the link re-established after a loss or a robot's reboot
+        self._retries = 0  # failures of the current episode (a reconnect runs it again, a few times at most)
+        self._port = port
         self.link = self._open(port)
         try:
             try:
                 self._startup()
-            except (LinkLostError, RobotFaultError) as e:
+            except FAILURES as e:
                 self._on_failure(e)  # RunStoppedError, or the run continues on the simulation
         except BaseException:  # anything else (Ctrl-C, SIGTERM, a bad fallback): never leave the robot running
             self.close()
@@ -124,9 +133,9 @@ class RobotSession:
 
     def close(self) -> None:
         """Safe-stop and release the robot (idempotent)."""
-        if self.link is not None:
+        if self.link is not None and self.link is not self._dropped:
             self.link.close()
-            self.link = None  # type: ignore[assignment]
+        self.link = None  # type: ignore[assignment]
 
     def __enter__(self) -> RobotSession:
         return self
@@ -143,8 +152,10 @@ class RobotSession:
             if observations is not None:
                 observations.clear()
             try:
-                return self._episode(controller, seed, steps, observations)
-            except (LinkLostError, RobotFaultError, SafetyStopError) as e:
+                result = self._episode(controller, seed, steps, observations)
+                self._retries = 0
+                return result
+            except FAILURES as e:
                 self._on_failure(e)
             finally:
                 self._release_log_writer()  # between episodes
@@ -232,22 +243,67 @@ class RobotSession:
     def _on_failure(self, error: Exception) -> None:
         t0 = time.perf_counter()
         confirmed = self.link.safe_stop()
-        kind = {LinkLostError: "link_lost", RobotFaultError: "robot_fault"}.get(type(error), "safety_stop")
+        kind = FAILURE_KINDS.get(type(error), "safety_stop")
         self._log_robot_faults()
         self._event(
             "/fault",
             {"source": "runtime", "code": kind, "detail": str(error), "safe_stop_confirmed": confirmed,
              "safe_stop_ms": 1e3 * (time.perf_counter() - t0)},
         )  # fmt: skip
+        if kind != "safety_stop" and self._reconnect(kind):
+            return  # the episode runs again on the re-established link
         policy = self.config.fallback.on_link_loss if self.config.fallback else "stop"
-        if hasattr(self.link, "counters"):
-            self.lost_link_counters = self.link.counters()
-        self._close_quietly()
+        self._drop_link()
         if kind == "safety_stop" or policy == "stop":
             raise RunStoppedError(kind, f"{error}; the robot was safe-stopped and the run ended") from None
         self._switch(kind, str(error))
         self.link = open_fallback(self.config, self.task)
         self._faults_seen = 0
+
+    def _reconnect(self, kind: str) -> bool:
+        """Re-handshake the serial robot for up to ``serial.reconnect_s`` and rerun its start-up; whether it came
+        back. A robot that keeps failing is not retried for ever: ``MAX_RETRIES`` per episode."""
+        serial = self.config.serial
+        if serial is None or serial.reconnect_s <= 0 or self.failed_over or self._retries >= MAX_RETRIES:
+            return False
+        self._retries += 1
+        self._drop_link()
+        deadline = time.monotonic() + serial.reconnect_s
+        while time.monotonic() < deadline:
+            try:
+                self.link = open_link(self.config, self.task, self._port)
+                self.link.reset(None)  # clears the latched safe stop (ours, or the watchdog's) before the ramp
+                self._startup()
+            except (NoHardwareError, *FAILURES) as e:
+                log.info("reconnect after %s: %s", kind, e)
+                self._drop_link()
+                time.sleep(0.1)
+                continue
+            self.reconnects += 1
+            self._faults_seen = 0
+            self._event("/link", {"event": "reconnected", "after": kind, "attempt": self._retries})
+            log.warning("link re-established after %s; the episode runs again", kind)
+            return True
+        self._event("/link", {"event": "reconnect_failed", "after": kind, "reconnect_s": serial.reconnect_s})
+        return False
+
+    def _drop_link(self) -> None:
+        """Close a failed link (quietly, once), keeping its counters for the run's health record."""
+        if self.link is None or self.link is self._dropped:
+            return
+        self._dropped = self.link
+        for k, v in (self.link.counters() if hasattr(self.link, "counters") else {}).items():
+            self._dropped_counters[k] = self._dropped_counters.get(k, 0) + v
+        try:
+            self.link.close()
+        except (LinkLostError, OSError) as e:
+            log.debug("closing the failed link: %s", e)
+
+    def link_counters(self) -> dict[str, int]:
+        """Counters of every serial link of the run (those dropped on a reconnect or failover included)."""
+        live = self.link is not None and self.link is not self._dropped and hasattr(self.link, "counters")
+        current = self.link.counters() if live else {}
+        return {k: current.get(k, 0) + self._dropped_counters.get(k, 0) for k in {*current, *self._dropped_counters}}
 
     def _release_log_writer(self) -> None:
         """Outside the paced loop the log writer may run whenever it likes."""
@@ -262,12 +318,6 @@ class RobotSession:
         log.warning(msg)
         print(f"*** {msg} ***", file=sys.stderr, flush=True)
         self._event("/link", {"event": "switch_to_sim", "reason": reason, "detail": detail, "family": fb.family})
-
-    def _close_quietly(self) -> None:
-        try:
-            self.link.close()
-        except (LinkLostError, OSError) as e:
-            log.debug("closing the failed link: %s", e)
 
     def _log_robot_faults(self) -> None:
         faults = getattr(self.link, "faults", ())

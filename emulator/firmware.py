@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ class Firmware:
         self.bias = np.broadcast_to(np.asarray(emu.obs_bias, dtype=np.float64), (self.obs_dim,))
         self.rng = np.random.default_rng(emu.seed)
         self.stats = FirmwareStats()
+        self.on_disarm: Callable[[str], None] | None = None
+        """Told why, whenever commanded motion ends (safe_stop, watchdog, reset): motors back in a safe state."""
         self._queue: collections.deque[np.ndarray] = collections.deque()
         self._armed_since: float | None = None  # time of the last valid command while armed
         self._stopped = False
@@ -84,20 +87,26 @@ class Firmware:
             return self._command(frame.seq, msg.cmd, now)
         if isinstance(msg, pr.Reset):
             self.stats.resets += 1
+            self._disarm("reset")
             self._reset(msg.seed)
             return [self._state(frame.seq)]
         if isinstance(msg, pr.SafeStop):
             self.stats.safe_stops += 1
+            self._disarm("safe_stop")
             self._safe_stop()
             return [self._state(frame.seq)]
         if isinstance(msg, pr.Hello):
             self.stats.hellos += 1
-            period_us = round(self.config.control.period_s * 1e6)
-            return [pr.Info(self.config.robot.name, self.obs_dim, self.act_dim, period_us)]
+            return [self.boot_announcement()]
         if isinstance(msg, pr.Heartbeat):
             self.stats.heartbeats += 1
             return [pr.Heartbeat()]
         return []  # robot-bound only; anything else from the host is ignored
+
+    def boot_announcement(self) -> pr.Info:
+        """What the firmware sends unsolicited when it (re)boots: its INFO, so a host mid-run knows it rebooted."""
+        period_us = round(self.config.control.period_s * 1e6)
+        return pr.Info(self.config.robot.name, self.obs_dim, self.act_dim, period_us)
 
     def poll(self, now: float) -> list[pr.Message]:
         """The watchdog: a FAULT (and motors safe-stopped) when no valid command came for ``watchdog_s``."""
@@ -105,6 +114,7 @@ class Firmware:
             return []
         late = now - self._armed_since
         self.stats.watchdog_trips += 1
+        self._disarm("watchdog")
         self._safe_stop()
         self._fault = True
         log.warning("watchdog: no valid command for %.1f ms; motors safe-stopped", late * 1e3)
@@ -145,6 +155,15 @@ class Firmware:
         self._queue = collections.deque(self.safe.copy() for _ in range(self.emu.latency_steps))
         self._armed_since, self._stopped, self._fault, self._done = None, False, False, False
         self._t, self._reward = 0.0, 0.0
+
+    @property
+    def armed(self) -> bool:
+        """Motors under commanded motion (a valid COMMAND since the last RESET, no stop since)."""
+        return self._armed_since is not None
+
+    def _disarm(self, cause: str) -> None:
+        if self.armed and self.on_disarm is not None:
+            self.on_disarm(cause)
 
     def _safe_stop(self) -> None:
         self._stopped, self._armed_since = True, None

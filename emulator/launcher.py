@@ -51,10 +51,17 @@ def stop_process(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def emulator_process(
-    config_path: str, work_dir: str, scenario: str | None = None, busy_poll: bool = False
+    config_path: str,
+    work_dir: str,
+    scenario: str | None = None,
+    busy_poll: bool = False,
+    faults: tuple[str, ...] = (),
+    time_scale: float = 1.0,
+    stats_file: str | None = None,
 ) -> Iterator[EmulatorHandle]:
     """Start ``metactl emulate`` in a subprocess (its output in ``work_dir/emulator.log``); yield its handle;
-    SIGTERM it on exit."""
+    SIGTERM it on exit. ``faults``: ``--fault`` specs (``emulator.faults``); ``time_scale``: its clock's speed;
+    ``stats_file``: where it writes its counters, faults and timeline (JSON) when stopped."""
     os.makedirs(work_dir, exist_ok=True)
     port_file = os.path.join(work_dir, "emulator.port")
     if os.path.exists(port_file):
@@ -64,6 +71,12 @@ def emulator_process(
         cmd += ["--scenario", scenario]
     if busy_poll:
         cmd.append("--busy-poll")
+    if faults:
+        cmd += ["--fault", *faults]
+    if time_scale != 1.0:
+        cmd += ["--time-scale", repr(time_scale)]
+    if stats_file is not None:
+        cmd += ["--stats-file", stats_file]
     log_path = os.path.join(work_dir, "emulator.log")
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)

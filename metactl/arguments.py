@@ -164,6 +164,12 @@ class Emulate:
     """A sim2real scenario to apply (payload, latency_2, ...)."""
     busy_poll: bool = False
     """Never sleep between frames (uses a whole core, like firmware's main loop)."""
+    fault: tuple[str, ...] = ()
+    """Faults to inject, seconds after the host's first frame: reboot@T, flap@T:D, garbage@T:N, delay@T:D:MS."""
+    time_scale: float = 1.0
+    """The robot's clock vs the wall clock (10: ten times faster, for a host run with --time-scale 10)."""
+    stats_file: str | None = None
+    """When stopped, write the counters, the faults injected and the timeline (JSON) here."""
     firmware: str | None = None
     """Run this firmware (an ELF for QEMU's MPS2 boards, or a POSIX build) in the loop: the config's MuJoCo robot as
     its plant on the firmware's second UART; prints the device the host connects to."""
@@ -235,6 +241,25 @@ class BenchLoop:
     """Output folder."""
     seconds: float = 10.0
     """Seconds per rate."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchFaults:
+    """The runtime vs an emulated robot that reboots, flaps, sends garbage and answers late, at 10x real time."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.faults:bench_faults"
+    out: str = "runs/bench_faults"
+    """Output folder."""
+    robot_hours: float = 1.0
+    """Commanded robot time to cover, over as many runs as it takes."""
+    time_scale: float = 10.0
+    """Robot and host clocks vs the wall clock (10: ten times faster than real time)."""
+    faults_per_run: int = 4
+    """Faults per run, at random robot times within its first 100 s."""
+    adapt_steps: int = 1
+    """Adaptation steps per run (each run: the episodes of these steps, then a final one)."""
+    seed: int = 0
+    """Seed of the fault schedules and the runs."""
 
 
 @dataclasses.dataclass(frozen=True)

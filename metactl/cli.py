@@ -30,6 +30,7 @@ import tyro
 from metactl import commands
 from metactl.arguments import (
     BenchES,
+    BenchFaults,
     BenchFuzz,
     BenchLoop,
     BenchMPC,
@@ -74,6 +75,7 @@ COMMANDS: dict[str, Leaf | dict[str, Leaf]] = {
         "es": (BenchES, commands.bench),
         "loop": (BenchLoop, commands.bench),
         "fuzz": (BenchFuzz, commands.bench),
+        "faults": (BenchFaults, commands.bench),
         "mpc": (BenchMPC, commands.bench),
     },
 }

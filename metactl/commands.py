@@ -249,10 +249,17 @@ def emulate(cmd: cli.Emulate) -> dict[str, Any]:
             emu = scenario(cmd.scenario, emu, len(config.signals.actions))
         announce = lambda a: print(f"metactl emulate: {config.robot.name} on {a}", flush=True)  # noqa: E731
         stats = serve(config, emulator=emu, listen=cmd.listen, port_file=cmd.port_file, busy_poll=cmd.busy_poll,
-                      announce=announce)  # fmt: skip
+                      announce=announce, faults=cmd.fault, time_scale=cmd.time_scale)  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
-    print(format_table("metactl emulate: stopped", ("counter", "value"), sorted(stats.items())))
+    if cmd.stats_file is not None:
+        from metactl.summary import write_summary
+
+        write_summary(os.path.dirname(os.path.abspath(cmd.stats_file)), stats, os.path.basename(cmd.stats_file))
+    rows = sorted((k, v) for k, v in stats.items() if not isinstance(v, list))
+    print(format_table("metactl emulate: stopped", ("counter", "value"), rows))
+    for t, spec in stats.get("faults_injected", []):
+        print(f"fault injected at {t:.3f} s: {spec}")
     return {"emulator": dataclasses.asdict(emu), **stats}
 
 

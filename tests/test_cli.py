@@ -158,7 +158,14 @@ def test_bench_loop_smoke(tmp_path):
         # A clean pty never corrupts a frame; an answer may miss its 1-2 ms deadline when other jobs load the cores
         # (seen once in CI: 1 of 200), so losses are only bounded, not required to be zero.
         assert run["bad_frames"] == 0 and 0 <= run["lost_frames"] <= run["cycles"] // 4
+        # The bare loop ran in the same run, at the same rate: the ratios are the runtime's figures over its.
+        assert run["deadline_met_vs_bare"] == pytest.approx(
+            run["deadline_met_fraction"] / run["bare_deadline_met_fraction"]
+        )
+        assert run["jitter_p99_vs_bare"] == pytest.approx(run["jitter_p99_ms"] / run["bare_jitter_p99_ms"])
+        assert run["goal_met"] is None or isinstance(run["goal_met"], bool)
     assert summary["runs"]["1000"]["cycles"] >= 150  # 200 steps, the last cycle of the episode is not closed
+    assert "deadline_met_vs_bare" in proc.stdout
 
 
 TINY_MB_ARGS = [
