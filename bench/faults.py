@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import sys
 from typing import Any
 
 import numpy as np
@@ -77,6 +78,10 @@ def bench_faults(
     summary = {**_summarize(runs, robot_s, time_scale), **load}
     write_summary(out_dir, {**summary, "runs": runs})
     _print(summary)
+    failed = [name for name in ("lost_log_records", "commands_after_reboot", "safe_stops_unmeasured") if summary[name]]
+    if failed:  # exit code 1: the runtime broke a promise this benchmark checks
+        print(f"metactl bench faults: check failed: {', '.join(f'{n} = {summary[n]}' for n in failed)} (want 0)",
+              file=sys.stderr)  # fmt: skip
     return summary
 
 

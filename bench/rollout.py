@@ -87,7 +87,7 @@ def _policy(obs_dim: int, act_dim: int, rows: int) -> np.ndarray:
 def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool = True) -> dict[str, Any]:
     import gymnasium
 
-    from metactl import sim
+    from metactl import sim, train
     from metactl.controllers import NormalizerSnapshot
     from metactl.train.es_maml import policy_spec
     from metactl.train.lockstep import Evaluator
@@ -95,7 +95,7 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
 
     family = sim.make_family(FAMILY)
     task = family.test_tasks()[0]
-    spec = policy_spec(__import__("train").config_for(FAMILY), family)
+    spec = policy_spec(train.config_for(FAMILY), family)
     w = _policy(family.obs_dim, family.act_dim, 1)[0]
     rates: dict[str, float] = {}
 

@@ -77,7 +77,11 @@ class Export:
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """Run a bundle on the robot of a hardware config, adapting online; exit code 0/3/4 (see metactl --help)."""
+    """Run a bundle on the robot of a hardware config, adapting online.
+
+    Exit codes: 0 completed as asked (a configured fail-over to simulation or reconnect included, recorded in
+    summary.json); 1 internal error; 2 bad input; 3 robot link lost, or the robot rebooted, for good; 4 safety stop
+    (limits, non-finite commands beyond safety.max_non_finite_commands) or a robot fault."""
 
     bundle: Unset = tyro.MISSING
     """The bundle folder ('metactl export --out')."""

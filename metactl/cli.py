@@ -5,10 +5,11 @@ scripts are), so every config field is a flag whose help is the field's docstrin
 of ``metactl.commands`` runs it. ``metactl train es|grbal|rebal|mb`` start from the family's preset, or from a
 saved ``--config`` (a run folder's config.json, or a TOML/JSON file), and flags override it field by field.
 
-Exit codes: 0 the work completed as asked (a configured fail-over to simulation included, as summary.json
-records); 1 internal error; 2 bad input (arguments, configs, bundles, files; one line says what and how to fix
-it), or a missing optional extra (one line names it); 3 robot link lost; 4 safety stop (state limits, the
-robot's own safe-stop, or too many non-finite commands). Robot-side commands import no training code.
+Exit codes: 0 the work completed as asked (a configured fail-over to simulation or reconnect included, as
+summary.json records); 1 internal error, or a benchmark whose own check failed (it says which); 2 bad input
+(arguments, configs, bundles, files; one line says what and how to fix it), or a missing optional extra (one line
+names it); 3 robot link lost, or the robot rebooted, for good; 4 safety stop (state limits, the robot's own
+safe-stop, or too many non-finite commands). Robot-side commands import no training code.
 """
 
 from __future__ import annotations

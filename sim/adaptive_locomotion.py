@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from metactl.sim.locomotion import LocomotionFamily, _asset_xml, base_model
+from metactl.sim.locomotion import LocomotionFamily, _asset_xml, base_model, never
 from metactl.sim.tasks import ChangeTask, CrippledLegTask, DisabledJointTask, PierTask, Task, TaskError, TerrainTask
 
 CHEETAH_REWARD: dict[str, Any] = {
@@ -131,7 +131,7 @@ class _Cheetah(_Adaptive):
         return 1.0
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        return vx - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
+        return vx - self.ctrl_penalty(actions), never(vx)
 
 
 def _disabled(n: int, indices: Sequence[int]) -> np.ndarray:
@@ -199,7 +199,7 @@ class AntCrippledLeg(_Adaptive):
         return 1.0
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        return vx - self.ctrl_penalty(actions) + 0.05, np.zeros(len(vx), dtype=bool)
+        return vx - self.ctrl_penalty(actions) + 0.05, never(vx)
 
     def actuator_gain(self, task: Task) -> np.ndarray:
         leg = _leg(task.leg)  # type: ignore[attr-defined]

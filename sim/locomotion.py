@@ -213,6 +213,11 @@ class MujocoBatch(BatchSim):
         return self.obs[0], reward, terminated
 
 
+def never(vx: np.ndarray | float) -> np.ndarray | bool:
+    """No termination, shaped like ``vx``: a batch [N], or one instance (False)."""
+    return np.zeros(vx.shape, dtype=bool) if isinstance(vx, np.ndarray) else False
+
+
 class LocomotionFamily(TaskFamily):
     """Shared machinery; subclasses set the model, the task type and the reward."""
 
@@ -267,16 +272,20 @@ class LocomotionFamily(TaskFamily):
         self, vx: np.ndarray, actions: np.ndarray, obs: np.ndarray, target: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-instance reward [N] and termination [N] from forward velocity ``vx`` [N] (m/s),
-        clipped ``actions`` [N, act_dim], observations [N, obs_dim] and task targets [N]."""
+        clipped ``actions`` [N, act_dim], observations [N, obs_dim] and task targets [N]; written for one
+        instance too (scalars and 1-D arrays: ``reward_one``)."""
         raise NotImplementedError
 
     def ctrl_penalty(self, actions: np.ndarray) -> np.ndarray:
-        return self.ctrl_cost * np.einsum("ij,ij->i", actions, actions)
+        """``ctrl_cost |a|^2`` of actions [N, act_dim] -> [N], or of one action [act_dim] -> a scalar."""
+        squared = np.dot(actions, actions) if actions.ndim == 1 else np.einsum("ij,ij->i", actions, actions)
+        return self.ctrl_cost * squared
 
     def reward_one(self, vx: float, action: np.ndarray, obs: np.ndarray, target: float) -> tuple[float, bool]:
-        """``reward`` of one instance (the Gymnasium env's step), computed by ``reward`` itself on batches of one."""
-        reward, terminated = self.reward(np.array([vx]), action[None], obs[None], np.array([target]))
-        return float(reward[0]), bool(terminated[0])
+        """``reward`` of one instance (the Gymnasium env's step): the same ``reward``, given scalars and 1-D arrays
+        (every family's reward is written for either)."""
+        reward, terminated = self.reward(vx, action, obs, target)
+        return float(reward), bool(terminated)
 
 
 class _ForwardBackward(LocomotionFamily):
@@ -309,7 +318,7 @@ class HalfCheetahForwardBackward(_ForwardBackward):
     qpos_skip = 1
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        return target * vx - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
+        return target * vx - self.ctrl_penalty(actions), never(vx)
 
 
 class AntForwardBackward(_ForwardBackward):
@@ -320,7 +329,7 @@ class AntForwardBackward(_ForwardBackward):
     ctrl_cost = 0.005
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        z = obs[:, 0]  # torso height: the first observation ("pos:root.z")
+        z = obs[..., 0]  # torso height: the first observation ("pos:root.z")
         return target * vx - self.ctrl_penalty(actions) + 0.05, (z < 0.2) | (z > 1.0)
 
 
@@ -344,7 +353,7 @@ class HalfCheetahGoalVelocity(LocomotionFamily):
         return [VelocityTask(velocity=v) for v in (0.25, 0.75, 1.25, 1.75)]
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        return -np.abs(vx - target) - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
+        return -np.abs(vx - target) - self.ctrl_penalty(actions), never(vx)
 
 
 class HalfCheetahRun(LocomotionFamily):
@@ -370,4 +379,4 @@ class HalfCheetahRun(LocomotionFamily):
         return [DirectionTask(direction=1.0)]
 
     def reward(self, vx, actions, obs, target):  # type: ignore[no-untyped-def]
-        return vx - self.ctrl_penalty(actions), np.zeros(len(vx), dtype=bool)
+        return vx - self.ctrl_penalty(actions), never(vx)

@@ -30,9 +30,9 @@ from metactl.train.oracle import OracleDynamics
 from metactl.train.torch_online import TorchOnlineModel
 
 METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
+"""Evaluated modes per trained method: GrBAL also frozen (no adaptation step); an MB model also as MB+DE."""
 VALIDATION_KEY, VALIDATION_TASKS = 4_242, 5
 """Validation tasks: this many training-distribution tasks drawn with this fixed key (``docs/model_selection.md``)."""
-"""Evaluated modes per trained method: GrBAL also frozen (no adaptation step); an MB model also as MB+DE."""
 TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
 
 
