@@ -130,6 +130,12 @@ class Eval:
     """Also run the oracle: the same planner and settings on the true simulator, on the same episodes."""
     model_error: bool = False
     """Also measure each model's open-loop prediction error over the planning horizon, on the oracle's episodes."""
+    samples: int | None = None
+    """Planner candidates instead of the runs' own (choose on --tasks validation)."""
+    noise_std: float | None = None
+    """Planner sampling noise instead of the runs' own."""
+    horizon: int | None = None
+    """Planning horizon (decisions) instead of the runs' own."""
     threads: int = 1
     """Torch threads."""
     video: bool = False

@@ -129,7 +129,7 @@ def evaluate(cmd: cli.Eval) -> dict[str, Any]:
     try:
         result = evaluate_runs(list(cmd.runs), episodes=cmd.episodes, steps=cmd.steps, de_lr=cmd.de_lr,
                                tasks=cmd.tasks, oracle=cmd.oracle, model_error=cmd.model_error,
-                               video_dir=cmd.out if cmd.video else None)  # fmt: skip
+                               video_dir=cmd.out if cmd.video else None, planner=_planner_override(cmd))  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
     _print_eval(result)
@@ -326,6 +326,15 @@ def log_recover(cmd: cli.LogRecover) -> dict[str, Any]:
             ("complete", before.complete, after.complete)]  # fmt: skip
     print(format_table(f"metactl log recover: {cmd.file} -> {out}", ("", "before", "after"), rows))
     return {"recovered": out, "messages": after.messages, "complete": after.complete}
+
+
+def _planner_override(cmd: cli.Eval) -> dict[str, Any]:
+    """The planner settings ``metactl eval`` was told to use instead of each run's own."""
+    given = {"samples": cmd.samples, "noise_std": cmd.noise_std, "horizon": cmd.horizon}
+    for name, value in given.items():
+        if value is not None and not value > 0:
+            raise UserError(f"--{name.replace('_', '-')} {value}: must be > 0")
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def bench(cmd: Any) -> dict[str, Any]:

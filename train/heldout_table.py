@@ -68,10 +68,13 @@ def evaluate_runs(
     oracle: bool = True,
     model_error: bool = False,
     video_dir: str | None = None,
+    planner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The table of ``run_dirs`` (``metactl train grbal|rebal|mb`` outputs of one family); see the module doc.
     ``tasks``: see ``task_set``; ``steps`` overrides the episode
-    length (0: the family's horizon); ``de_lr`` MB+DE's step size (default: the run's inner_lr)."""
+    length (0: the family's horizon); ``de_lr`` MB+DE's step size (default: the run's inner_lr); ``planner``
+    overrides the runs' planner settings (e.g. ``{"samples": 300}``; choose them on validation tasks)."""
+    planner_override = planner
     runs = [load_dynamics_model(_model_path(r)) for r in run_dirs]
     families = {extra["family"] for _, _, _, extra in runs}
     if len(families) != 1:
@@ -86,7 +89,7 @@ def evaluate_runs(
     horizons = {}
     for (spec, params, stats, extra), run_dir in zip(runs, run_dirs, strict=True):
         seed, hold = int(extra["train_config"]["seed"]), int(extra.get("decision_steps", 1))
-        planner, window = extra["planner"], int(extra["window"])
+        planner, window = {**extra["planner"], **(planner_override or {})}, int(extra["window"])
         horizons[run_dir] = planner["horizon"] * hold * family.control_period
         seeds, _ = episode_seeds(seed, len(batch_tasks))
         key = json.dumps([seed, planner, hold], sort_keys=True)
@@ -113,7 +116,8 @@ def evaluate_runs(
                 for k, v in err.items():
                     errors.setdefault(mode, {}).setdefault(k, []).append(v)
     _merge_oracles(per_seed)
-    return _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizons, run_dirs)
+    result = _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizons, run_dirs)
+    return {**result, "planner_override": planner_override or {}}
 
 
 def _add(per_seed: dict, mode: str, result: EpisodeStats, tasks: list) -> None:

@@ -46,6 +46,14 @@ def test_the_same_episodes_every_time(runs) -> None:
     assert both["per_seed"]["oracle"]["joint=0"] == a["per_seed"]["oracle"]["joint=0"]
 
 
+def test_planner_settings_can_be_overridden_for_method_and_oracle_alike(runs) -> None:
+    base = evaluate_runs([runs["grbal"]], steps=20)
+    more = evaluate_runs([runs["grbal"]], steps=20, planner={"samples": 24})
+    assert base["planner_override"] == {} and more["planner_override"] == {"samples": 24}
+    assert more["returns"]["oracle"] != base["returns"]["oracle"]  # the oracle plans with the override too
+    assert more["returns"]["grbal"] != base["returns"]["grbal"]
+
+
 def test_change_tests_report_the_progress_after_the_change_and_adapting_vs_frozen(runs) -> None:
     table = evaluate_runs([runs["grbal"]], tasks="change", steps=520, oracle=False)
     (task,) = table["tasks"]
