@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from metactl.train.config import ConfigError
+from metactl.train.meta_settings import resolve_inner_steps, validate_meta
 
 METHODS = ("grbal", "rebal", "mb")
 PLANNERS = ("mppi", "cem", "random_shooting")
@@ -43,7 +44,35 @@ class MBConfig:
     inner_lr: float = 0.01
     """alpha: step size of the adaptation step (GrBAL; also MB+DE's online step)."""
     first_order: bool = False
-    """GrBAL: drop the second-order term of the meta-gradient (first-order MAML)."""
+    """GrBAL: drop the second-order term of the meta-gradient; the same as meta_learner 'fomaml' (kept for
+    --first-order and older configs)."""
+    meta_learner: str = "maml"
+    """GrBAL's meta-gradient estimator: 'maml' (exact, second order), 'fomaml' (first order), 'imaml' (implicit
+    gradient of a proximally regularized inner problem, Rajeswaran et al. 2019) or 'evo_maml' (first-order gradient
+    at a loss-weighted combination of perturbed copies). Costs and choices: docs/meta_learners.md."""
+    inner_step: str = "sgd"
+    """GrBAL's adaptation step: 'sgd' (theta - inner_lr * grad), 'meta_sgd' (a learned step size per parameter,
+    Li et al. 2017) or 'lstm' (a learned coordinatewise LSTM optimizer, Andrychowicz et al. 2016; ~100x the
+    training time of sgd on the default model)."""
+    inner_steps: int = 0
+    """Adaptation steps, in meta-training and on the robot (the exported graph unrolls them); 0 = the
+    meta-learner's default: 1, iMAML 5."""
+    imaml_lambda: float = 1.0
+    """iMAML: lambda, strength of the proximal term lambda/2 |phi - theta|^2 of the inner problem."""
+    imaml_cg_steps: int = 5
+    """iMAML: conjugate-gradient iterations solving (I + H / lambda) x = grad of the query loss."""
+    imaml_cg_damping: float = 0.0
+    """iMAML: added to the diagonal of (I + H / lambda), for a Hessian far from positive definite."""
+    evo_population: int = 8
+    """Evo-MAML: P, perturbed copies of theta per meta-step."""
+    evo_sigma: float = 0.01
+    """Evo-MAML: sigma; each copy is theta + sigma * sign(N(0, I))."""
+    evo_temperature: float = 0.1
+    """Evo-MAML: tau; copies are weighted softmax(-post-adaptation query loss / tau)."""
+    lstm_hidden: int = 20
+    """LSTM inner step: width H of both LSTM layers (Andrychowicz et al.: 20)."""
+    lstm_scale: float = 0.01
+    """LSTM inner step: scale of its output update (the paper's reference code: 0.01)."""
     meta_batch: int = 40
     """Windows per meta-gradient step (GrBAL, ReBAL); MB uses meta_batch x (M + K) transitions per step. The
     reference's 10-16 left GrBAL's adapted loss above MB's here (HalfCheetah disabled joint, 3000 steps on the
@@ -74,6 +103,11 @@ class MBConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.first_order is True and self.meta_learner in ("maml", "fomaml"):  # --first-order: FOMAML
+            object.__setattr__(self, "meta_learner", "fomaml")
+        elif self.meta_learner == "fomaml" and self.first_order is False:
+            object.__setattr__(self, "first_order", True)
+        object.__setattr__(self, "inner_steps", resolve_inner_steps(self.meta_learner, self.inner_steps))
         if self.window == 0 and not isinstance(self.window, bool) and self.method in DEFAULT_WINDOW:
             # resolved here, so config.json records the M used; False stays for validate() to refuse
             object.__setattr__(self, "window", DEFAULT_WINDOW[self.method])
@@ -104,6 +138,14 @@ class MBConfig:
                 raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")
         if not isinstance(self.first_order, bool):
             raise ConfigError(f"first_order: must be true or false, got {self.first_order!r}")
+        if self.first_order and self.meta_learner != "fomaml":
+            raise ConfigError(f"first_order: is meta_learner 'fomaml'; it cannot combine with {self.meta_learner!r}")
+        validate_meta(self)
+        if self.method != "grbal":
+            for name, default in (("meta_learner", "maml"), ("inner_step", "sgd"), ("inner_steps", 1)):
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{name}: applies to method 'grbal' only (got {getattr(self, name)!r} for "
+                                      f"{self.method!r})")  # fmt: skip
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"hidden: every width must be >= 1, got {self.hidden}")
         for name in ("inner_lr", "learning_rate", "temperature", "noise_std"):

@@ -11,7 +11,7 @@ from metactl.controllers.mpc import MPCController
 from metactl.sim import TaskFamily
 from metactl.sim.tasks import Task
 from metactl.train.mb_rollout import build_planner, run_episodes
-from metactl.train.torch_online import TorchOnlineModel
+from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 EVAL_SEED_KEY = 8_888_888
 
@@ -39,13 +39,15 @@ def heldout_returns(
     seed: int,
     episodes: int = 1,
     adapt: bool = True,
+    adaptation: Adaptation | None = None,
 ) -> dict[str, float]:
     """Mean return per held-out test task of the model run as ``mode`` (grbal, rebal, mb, mb_de) with MPC;
-    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``."""
+    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``. ``adaptation``: the
+    model's meta-trained inner step (default: one SGD step of ``lr``)."""
     tasks = [t for t in family.test_tasks() for _ in range(episodes)]
     rng = np.random.default_rng([seed, EVAL_SEED_KEY])
     seeds = [int(s) for s in rng.integers(2**31 - 1, size=len(tasks))]
-    model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr)
+    model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr, adaptation)
     controller = MPCController(
         model, build_planner(planner, family), ForwardCost(family.observation_names, family.reward_spec), rng, adapt
     )
@@ -69,7 +71,7 @@ def evaluate_runs(
     ``steps`` overrides the episode length (0: the family's horizon); ``de_lr`` MB+DE's step size (default:
     the run's inner_lr). Each run is evaluated on its own seed's episode seeds.
     """
-    from metactl.controllers.serialization import load_dynamics_model
+    from metactl.controllers.serialization import load_dynamics_model, load_inner_params
     from metactl.sim import make_family
 
     per_seed: dict[str, dict[str, list[float]]] = {}
@@ -83,9 +85,11 @@ def evaluate_runs(
         family = make_family(extra["family"])
         for mode in METHOD_MODES[extra["method"]]:
             lr = de_lr if (mode == "mb_de" and de_lr is not None) else float(extra["inner_lr"])
+            meta_trained = Adaptation.from_record(extra.get("adaptation"), load_inner_params(_model_path(run)), lr)
             returns = heldout_returns(
                 family, spec, params, stats, mode, extra["planner"], window=int(extra["window"]), lr=lr,
                 steps=steps or family.horizon, seed=int(cfg["seed"]), episodes=episodes,
+                adaptation=meta_trained if mode == "grbal" else None,
             )  # fmt: skip
             for task, value in returns.items():
                 per_seed.setdefault(mode, {}).setdefault(task, []).append(value)

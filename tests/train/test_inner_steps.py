@@ -9,7 +9,7 @@ import torch
 
 from metactl.train import dynamics_model as dm
 from metactl.train import meta_learners as ml
-from metactl.train.inner_steps import SGD, LSTMOptimizer, MetaSGD, adapt, lstm_cell, log_and_sign
+from metactl.train.inner_steps import SGD, LSTMOptimizer, MetaSGD, adapt, log_and_sign, lstm_cell
 from metactl.train.mb_train import Adam
 from metactl.train.meta_settings import MetaSettings
 
@@ -110,14 +110,15 @@ def test_the_lstm_optimizer_is_coordinatewise() -> None:
     torch.testing.assert_close(q[0], p[0][perm], rtol=1e-6, atol=1e-7)
     h, c = torch.randn(5, 3), torch.randn(5, 3)
     x = torch.randn(2, 3)
-    h1, c1 = lstm_cell(phi[0:3], x, h, c)
-    h2, c2 = lstm_cell(phi[0:3], x[:, [2, 0, 1]], h[:, [2, 0, 1]], c[:, [2, 0, 1]])
+    h1, _ = lstm_cell(phi[0:3], x, h, c)
+    h2, _ = lstm_cell(phi[0:3], x[:, [2, 0, 1]], h[:, [2, 0, 1]], c[:, [2, 0, 1]])
     torch.testing.assert_close(h2, h1[:, [2, 0, 1]])
 
 
 def test_the_lstm_optimizer_learns_on_unrolled_optimization() -> None:
-    """Meta-training the LSTM (and theta) for 60 Adam steps on 3 unrolled inner steps of regression tasks: the post-adaptation query
-    loss on fresh tasks falls well below where it started (Andrychowicz et al.'s setting, first-order)."""
+    """Meta-training the LSTM (and theta) for 60 Adam steps on 3 unrolled inner steps of regression tasks: the
+    post-adaptation query loss on fresh tasks falls well below where it started (Andrychowicz et al.'s setting,
+    first order)."""
     settings = MetaSettings(meta_learner="fomaml", inner_step="lstm", inner_steps=3, lstm_hidden=8, lstm_scale=0.1)
     theta, loss, _, _ = _regression()
     phi = ml.init_inner(settings, theta, torch.Generator().manual_seed(0))

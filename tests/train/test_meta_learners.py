@@ -174,8 +174,8 @@ def _peak_growth_mb(learner: str) -> tuple[float, float]:
 
 def test_imaml_peak_memory_does_not_grow_with_the_number_of_inner_steps() -> None:
     """Unrolled, each inner step of a 2x256 model on 2 tasks x 256 transitions keeps its activations and their
-    second-order graph (~8 MB measured: MAML's peak grew 20 -> 104 MB from 2 to 12 steps). iMAML keeps none: from 2 to 12
-    steps its peak must grow < 4 MB (allocator noise), while MAML's must grow > 25 MB (so the probe can see it)."""
+    second-order graph (~8 MB measured: MAML's peak grew 20 -> 104 MB from 2 to 12 steps). iMAML keeps none: from 2
+    to 12 steps its peak must grow < 4 MB (allocator noise), while MAML's must grow > 25 MB (so the probe sees it)."""
     maml_2, maml_12 = _peak_growth_mb("maml")
     imaml_2, imaml_12 = _peak_growth_mb("imaml")
     assert maml_12 - maml_2 > 25, f"the probe must see an unrolled graph grow (MAML: {maml_2:.1f} -> {maml_12:.1f} MB)"
@@ -248,7 +248,7 @@ def test_evo_maml_update_equals_a_hand_computation() -> None:
 def test_evo_maml_needs_an_explicit_generator() -> None:
     theta, loss, support, query = _problem()
     est = ml.make_meta_learner(MetaSettings(meta_learner="evo_maml"), loss)
-    with pytest.raises(ValueError, match="torch.Generator"):
+    with pytest.raises(ValueError, match=r"torch\.Generator"):
         est.meta_grad(theta, [], support, query)
     a = est.meta_grad(theta, [], support, query, torch.Generator().manual_seed(2))
     b = est.meta_grad(theta, [], support, query, torch.Generator().manual_seed(2))
