@@ -7,8 +7,8 @@ ReLU MLP's backward pass) and the inner step applied to it, ``steps`` times unro
 - ``sgd``: theta <- theta - lr g (``lr`` an overridable scalar input).
 - ``meta_sgd`` (Li et al. 2017): theta <- theta - alpha_i (.) g with the learned rates ``alpha_000`` ...
   (overridable initializers of theta's shapes).
-- ``lstm`` (Andrychowicz et al. 2016): theta <- theta + scale * W_out h1 + b_out, with (h0, c0), (h1, c1) the
-  two LSTM layers' states after reading LogAndSign(g) coordinatewise; the state [H, n] is a graph input
+- ``lstm`` (Andrychowicz et al. 2016): theta <- theta + scale * (h1 W_out + b_out), with (h0, c0), (h1, c1) the
+  two LSTM layers' states after reading LogAndSign(g) coordinatewise; the state [n, H] is a graph input
   (``opt_h0`` ...) and output (``opt_h0_next`` ...): the exported optimizer carries its state.
 
 With ``proximal`` lambda > 0 (iMAML, Rajeswaran et al. 2019) every step's gradient is that of the proximal
@@ -50,25 +50,36 @@ def _mse_grad(g: Graph, w: list[str], x: str, target: str) -> list[str]:
     return grads
 
 
-def _lstm_cell(g: Graph, w: list[str], x: str, h: str, c: str) -> tuple[str, str]:
-    """``train.inner_steps.lstm_cell``: coordinates on the last axis, gates i, f, g, o stacked on the first."""
-    gates = g.op("Add", g.op("Add", g.op("MatMul", w[0], x), g.op("MatMul", w[1], h)), w[2])
-    i, f, gg, o = g.op("Split", gates, outputs=4, axis=0)
-    c = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), g.op("Tanh", gg)))
-    return g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c)), c
+def _tanh(g: Graph, x: str) -> str:
+    """tanh(x) = 2 sigmoid(2x) - 1, the formula ``train.inner_steps.fast_tanh`` uses."""
+    return g.op("Sub", g.op("Mul", g.op("Sigmoid", g.op("Mul", x, "two")), "two"), "one")
+
+
+def _lstm_cell(g: Graph, w: list[list[str]], x: str, h: str, c: str) -> tuple[str, str]:
+    """``train.inner_steps.lstm_cell``: x [n, in], h, c [n, H]; w = per gate (i, f, g, o) its W_x, W_h, b."""
+    i, f, gg, o = (g.op("Add", g.op("Add", g.op("MatMul", x, wx), g.op("MatMul", h, wh)), b) for wx, wh, b in w)
+    c = g.op("Add", g.op("Mul", g.op("Sigmoid", f), c), g.op("Mul", g.op("Sigmoid", i), _tanh(g, gg)))
+    return g.op("Mul", g.op("Sigmoid", o), _tanh(g, c)), c
+
+
+def _lstm_weights(g: Graph, inner: list[np.ndarray]) -> list:
+    """The LSTM optimizer's parameters (``LSTMOptimizer.param_shapes`` order) as constants, split per gate."""
+    layers = [[[g.const(f"phi_l{layer}_{kind}{k}", inner[3 * layer + j][k]) for j, kind in enumerate("xhb")]
+               for k in range(4)] for layer in range(2)]  # fmt: skip
+    return [*layers, g.const("phi_out_w", inner[6]), g.const("phi_out_b", inner[7])]
 
 
 def _lstm_update(
-    g: Graph, cur: list[str], grads: list[str], phi: list[str], state: list[str], shapes: list[tuple], scale: float
+    g: Graph, cur: list[str], grads: list[str], phi: list, state: list[str], shapes: list[tuple], scale: float
 ) -> tuple[list[str], list[str]]:
     """theta + the LSTM optimizer's update of all coordinates at once; returns (new weights, new state)."""
-    flat = g.op("Concat", *[g.op("Reshape", gi, "row") for gi in grads], axis=1)  # [1, n]
+    flat = g.op("Concat", *[g.op("Reshape", gi, "column") for gi in grads], axis=0)  # [n, 1]
     log = g.op("Max", g.op("Div", g.op("Log", g.op("Add", g.op("Abs", flat), "eps")), "log_k"), "minus_one")
     sign = g.op("Clip", g.op("Mul", flat, "exp_k"), "minus_one", "one")
-    h0, c0 = _lstm_cell(g, phi[0:3], g.op("Concat", log, sign, axis=0), state[0], state[1])
-    h1, c1 = _lstm_cell(g, phi[3:6], h0, state[2], state[3])
-    step = g.op("Mul", g.op("Add", g.op("MatMul", phi[6], h1), phi[7]), "scale")  # [1, n]
-    pieces = g.op("Split", step, "sizes", outputs=len(cur), axis=1) if len(cur) > 1 else [step]
+    h0, c0 = _lstm_cell(g, phi[0], g.op("Concat", log, sign, axis=1), state[0], state[1])
+    h1, c1 = _lstm_cell(g, phi[1], h0, state[2], state[3])
+    step = g.op("Mul", g.op("Add", g.op("MatMul", h1, phi[2]), phi[3]), "scale")  # [n, 1]
+    pieces = g.op("Split", step, "sizes", outputs=len(cur), axis=0) if len(cur) > 1 else [step]
     new = [g.op("Add", p, g.op("Reshape", s, f"shape_{k}")) for k, (p, s) in enumerate(zip(cur, pieces, strict=True))]
     return new, [h0, c0, h1, c1]
 
@@ -100,7 +111,7 @@ def build_adapt_graph(
                      "scale": lstm_scale}  # fmt: skip
         for name, val in constants.items():
             g.const(name, val)
-        g.const("row", [1, -1], np.int64)
+        g.const("column", [-1, 1], np.int64)
         g.const("sizes", [int(np.prod(s)) for s in shapes], np.int64)
         for k, shape in enumerate(shapes):
             g.const(f"shape_{k}", shape, np.int64)
@@ -114,8 +125,8 @@ def build_adapt_graph(
         learned = [g.const(f"{md.ALPHA_PREFIX}{i:03d}", a) for i, a in enumerate(inner)]
         inputs += [value(a, list(s)) for a, s in zip(learned, shapes, strict=True)]
     else:
-        learned = [g.const(f"phi_{i:03d}", a) for i, a in enumerate(inner)]
-        inputs += [value(s, [step.lstm_hidden, n]) for s in state]
+        learned = _lstm_weights(g, inner)
+        inputs += [value(s, [n, step.lstm_hidden]) for s in state]
     o, a = normalized(g, stats, "w_obs", "w_act")
     x = g.op("Concat", o, a, axis=1)
     target = delta_target(g, stats, "w_obs", "w_next")
@@ -136,6 +147,6 @@ def build_adapt_graph(
         g.op("Identity", s, out=f"{name}_next")
     inputs += [value(t, list(s)) for t, s in zip(w, shapes, strict=True)]
     outs = [value(o, list(s)) for o, s in zip(outputs, shapes, strict=True)]
-    outs += [value(f"{s}_next", [step.lstm_hidden, n]) for s in step.state_names()]
+    outs += [value(f"{s}_next", [n, step.lstm_hidden]) for s in step.state_names()]
     doc = f"GrBAL adaptation: {step.steps} x {step.inner_step} step(s) on L(theta; window), proximal {step.proximal}"
     return g.model("metactl_adapt", inputs, outs, doc)

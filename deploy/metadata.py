@@ -45,7 +45,7 @@ MAX_INNER_STEPS = 100
 ALPHA_PREFIX = "alpha_"
 """Meta-SGD's learned step sizes in ``adapt.onnx``: ``alpha_000`` ... (overridable initializers, theta's shapes)."""
 OPTIMIZER_STATE = ("opt_h0", "opt_c0", "opt_h1", "opt_c1")
-"""The LSTM optimizer's state in ``adapt.onnx``: inputs [H, n] (n = all parameters' coordinates) and outputs
+"""The LSTM optimizer's state in ``adapt.onnx``: inputs [n, H] (n = all parameters' coordinates) and outputs
 ``<name>_next``; fed zeros before every adaptation (GrBAL restarts from the meta-weights, as trained)."""
 
 # Graph tensor names of a policy graph (the contract between export.py and policy_bundle.py).
@@ -274,7 +274,7 @@ class AdaptStep:
     steps: int = 1
     proximal: float = 0.0
     lstm_hidden: int = 0
-    """H of the LSTM optimizer (its state is [H, n]); 0 for the other inner steps."""
+    """H of the LSTM optimizer (its state is [n, H]); 0 for the other inner steps."""
 
     @classmethod
     def parse(cls, f: _Fields, method: str) -> AdaptStep:

@@ -39,9 +39,10 @@ def _signatures(meta: md.ModelMetadata) -> dict[str, tuple[dict[str, int | None]
     state_next = {"h_next": h, "c_next": h} if state else {}
     sigs = {md.DYNAMICS_FILE: ({"obs": d, "act": a, **state, **thetas}, {"next_obs": d, **state_next})}
     if spec.kind == "mlp":
-        step, n = meta.adaptation, sum(int(np.prod(s)) for s in spec.param_shapes())
-        adapted = {f"{k}_adapted": v for k, v in thetas.items()} | {f"{s}_next": n for s in step.state_names()}
-        learned = {"sgd": {"lr": None}, "lstm": {s: n for s in step.state_names()},
+        step = meta.adaptation
+        hidden = step.lstm_hidden
+        adapted = {f"{k}_adapted": v for k, v in thetas.items()} | {f"{s}_next": hidden for s in step.state_names()}
+        learned = {"sgd": {"lr": None}, "lstm": {s: hidden for s in step.state_names()},
                    "meta_sgd": {f"{md.ALPHA_PREFIX}{k[len('theta_'):]}": v for k, v in thetas.items()}}  # fmt: skip
         sigs[md.ADAPT_FILE] = ({"w_obs": d, "w_act": a, "w_next": d, **learned[step.inner_step], **thetas}, adapted)
     else:
@@ -130,7 +131,7 @@ class OnnxOnlineModel:
         self.window = TransitionWindow(bundle.meta.window, 1, self.spec.obs_dim, self.spec.act_dim)
         step = bundle.meta.adaptation  # the LSTM optimizer starts every adaptation from its zero state, as trained
         n = sum(int(np.prod(s)) for s in self.spec.param_shapes())
-        self._zero_state = {s: np.zeros((step.lstm_hidden, n), np.float32) for s in step.state_names()}
+        self._zero_state = {s: np.zeros((n, step.lstm_hidden), np.float32) for s in step.state_names()}
         self.reset()
 
     def reset(self) -> None:

@@ -11,9 +11,9 @@
 
 An inner step is a pure function ``update(params, grads, phi, state) -> (params, state)`` of explicit tensors
 (phi: its learned parameters, [] for SGD; state: the LSTM's per-coordinate (h, c), [] otherwise), so
-``torch.func`` differentiates and vmaps through it. The LSTM keeps coordinates on the last axis (every gate a
-contiguous block: 5x faster elementwise ops than gate columns); the ONNX exporter (``deploy.adapt_export``)
-writes the same layout out.
+``torch.func`` differentiates and vmaps through it. The LSTM has one weight matrix per gate, so every gate is a
+contiguous [n, H] block and no batched matmul needs a copy under vmap (3x faster than one [in, 4H] matrix whose
+gate columns are strided); the ONNX exporter (``deploy.adapt_export``) writes the same layout out.
 """
 
 from __future__ import annotations
@@ -78,28 +78,38 @@ class MetaSGD(InnerStep):
 
 
 def log_and_sign(g: torch.Tensor, k: float = LOG_SIGN_K) -> torch.Tensor:
-    """Andrychowicz et al. App. A (reference code's form): g [n] -> [2, n] = (log magnitude, clipped sign)."""
+    """Andrychowicz et al. App. A (reference code's form): g [n] -> [n, 2] = (log magnitude, clipped sign)."""
     log = torch.clamp(torch.log(g.abs() + EPS) / k, min=-1.0)
-    return torch.stack([log, torch.clamp(g * math.exp(k), -1.0, 1.0)])
+    return torch.stack([log, torch.clamp(g * math.exp(k), -1.0, 1.0)], dim=-1)
+
+
+def fast_tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1: torch's CPU tanh ran ~10x slower than its sigmoid on these [n, H] blocks (the
+    LSTM optimizer's bottleneck); the exported graph uses the same formula."""
+    return 2.0 * torch.sigmoid(2.0 * x) - 1.0
 
 
 def lstm_cell(
     w: Sequence[torch.Tensor], x: torch.Tensor, h: torch.Tensor | None, c: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One LSTM step with coordinates along the last axis (so every gate is a contiguous block): x [in, n],
-    h and c [H, n] or None for the zero state; w = (W_x [4H, in], W_h [4H, H], b [4H, 1]), gates i, f, g, o."""
-    gates = w[0] @ x + w[2] if h is None else w[0] @ x + w[1] @ h + w[2]
-    i, f, g, o = gates.chunk(4, dim=-2)
-    c_new = torch.sigmoid(i) * torch.tanh(g)
+    """One LSTM step over n coordinates with one weight matrix per gate (every gate a contiguous [n, H] block):
+    x [n, in], h and c [n, H] or None for the zero state; w = (W_x [4, in, H], W_h [4, H, H], b [4, H]), gates
+    i, f, g, o."""
+
+    def gate(k: int) -> torch.Tensor:
+        z = x @ w[0][k] + w[2][k]
+        return z if h is None else z + h @ w[1][k]
+
+    c_new = torch.sigmoid(gate(0)) * fast_tanh(gate(2))
     if c is not None:
-        c_new = c_new + torch.sigmoid(f) * c
-    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+        c_new = c_new + torch.sigmoid(gate(1)) * c
+    return torch.sigmoid(gate(3)) * fast_tanh(c_new), c_new
 
 
 class LSTMOptimizer(InnerStep):
     """Andrychowicz et al. 2016: coordinatewise 2-layer LSTM of width H over the n coordinates of all parameters
-    (flattened in ``param_shapes`` order). phi = [layer 0 (W_x [4H, 2], W_h [4H, H], b [4H, 1]), layer 1
-    (W_x [4H, H], W_h, b), W_out [1, H], b_out [1, 1]]; state = [h0, c0, h1, c1], each [H, n]; the zero state is
+    (flattened in ``param_shapes`` order). phi = [layer 0 (W_x [4, 2, H], W_h [4, H, H], b [4, H]), layer 1
+    (W_x [4, H, H], W_h, b), W_out [H, 1], b_out [1]]; state = [h0, c0, h1, c1], each [n, H]; the zero state is
     [] (the first step skips its recurrent terms)."""
 
     name = "lstm"
@@ -110,7 +120,8 @@ class LSTMOptimizer(InnerStep):
 
     def param_shapes(self) -> list[tuple[int, ...]]:
         h = self.hidden
-        return [(4 * h, self.INPUTS), (4 * h, h), (4 * h, 1), (4 * h, h), (4 * h, h), (4 * h, 1), (1, h), (1, 1)]
+        layer0 = [(4, self.INPUTS, h), (4, h, h), (4, h)]
+        return [*layer0, (4, h, h), (4, h, h), (4, h), (h, 1), (1,)]
 
     def init(self, params: Sequence[torch.Tensor], generator: torch.Generator) -> Params:
         """torch.nn.LSTM's and torch.nn.Linear's init: uniform +-1/sqrt(H)."""
@@ -118,16 +129,16 @@ class LSTMOptimizer(InnerStep):
         return [(torch.rand(s, generator=generator, dtype=DTYPE) * 2 - 1) * bound for s in self.param_shapes()]
 
     def zero_state(self, params: Sequence[torch.Tensor]) -> Params:
-        """The zero state as tensors [H, n] (what the exported graph is fed before an adaptation)."""
+        """The zero state as tensors [n, H] (what the exported graph is fed before an adaptation)."""
         n = sum(p.numel() for p in params)
-        return [params[0].new_zeros(self.hidden, n) for _ in range(4)]
+        return [params[0].new_zeros(n, self.hidden) for _ in range(4)]
 
     def update(self, params: Params, grads: Params, phi: Params, state: Params) -> tuple[Params, Params]:
         x = log_and_sign(torch.cat([g.reshape(-1) for g in grads]))
         h0, c0, h1, c1 = state or (None, None, None, None)
         h0, c0 = lstm_cell(phi[0:3], x, h0, c0)
         h1, c1 = lstm_cell(phi[3:6], h0, h1, c1)
-        step = ((phi[6] @ h1 + phi[7]) * self.scale).reshape(-1)
+        step = ((h1 @ phi[6] + phi[7]) * self.scale).reshape(-1)
         pieces = step.split([p.numel() for p in params])
         return [p + s.reshape(p.shape) for p, s in zip(params, pieces, strict=True)], [h0, c0, h1, c1]
 

@@ -84,7 +84,7 @@ def test_the_exported_adaptation_step_matches_torch(case: str) -> None:
     sess = _session(graph)
     n = spec.num_params
     feed = {"w_obs": window[0], "w_act": window[1], "w_next": window[2]}
-    feed |= {s: np.zeros((step.lstm_hidden, n), np.float32) for s in step.state_names()}
+    feed |= {s: np.zeros((n, step.lstm_hidden), np.float32) for s in step.state_names()}
     names = [f"theta_{i:03d}_adapted" for i in range(len(params))] + [f"{s}_next" for s in step.state_names()]
     got = sess.run(names, feed)
     tstats = dm.TorchStats(stats)

@@ -78,7 +78,7 @@ def test_meta_sgd_with_equal_rates_is_sgd_and_its_rate_gradients_sum_to_sgds() -
 def test_log_and_sign_matches_the_reference_codes_formula() -> None:
     """LogAndSign, k = 5: (max(log(|g| + eps) / 5, -1), clip(e^5 g, -1, 1)); by hand for three gradients."""
     g = torch.tensor([1.0, -0.05, 1e-6])
-    out = log_and_sign(g)
+    out = log_and_sign(g).T
     want_log = [0.0, math.log(0.05 + 1.1920929e-07) / 5, -1.0]  # log(0.05)/5 = -0.60; log(1e-6)/5 = -2.76 -> -1
     want_sign = [1.0, -1.0, 1e-6 * math.exp(5)]  # e^5 * -0.05 = -7.4 is clipped to -1; e^5 * 1e-6 = 1.5e-4 is not
     torch.testing.assert_close(out, torch.tensor([want_log, want_sign]), rtol=1e-5, atol=1e-7)
@@ -93,7 +93,7 @@ def test_the_lstm_first_step_from_the_zero_state_equals_explicit_zeros() -> None
     slow, state2 = opt.update(theta, g, phi, opt.zero_state(theta))
     for x, y in zip(fast + state, slow + state2, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-7)
-    assert [tuple(s.shape) for s in state] == [(6, sum(t.numel() for t in theta))] * 4
+    assert [tuple(s.shape) for s in state] == [(sum(t.numel() for t in theta), 6)] * 4
 
 
 def test_the_lstm_optimizer_is_coordinatewise() -> None:
@@ -108,11 +108,11 @@ def test_the_lstm_optimizer_is_coordinatewise() -> None:
     q, t = opt.update([torch.zeros(7)], [g1[perm]], phi, [])
     q, t = opt.update(q, [g2[perm]], phi, t)
     torch.testing.assert_close(q[0], p[0][perm], rtol=1e-6, atol=1e-7)
-    h, c = torch.randn(5, 3), torch.randn(5, 3)
-    x = torch.randn(2, 3)
+    h, c = torch.randn(3, 5), torch.randn(3, 5)
+    x = torch.randn(3, 2)
     h1, _ = lstm_cell(phi[0:3], x, h, c)
-    h2, _ = lstm_cell(phi[0:3], x[:, [2, 0, 1]], h[:, [2, 0, 1]], c[:, [2, 0, 1]])
-    torch.testing.assert_close(h2, h1[:, [2, 0, 1]])
+    h2, _ = lstm_cell(phi[0:3], x[[2, 0, 1]], h[[2, 0, 1]], c[[2, 0, 1]])
+    torch.testing.assert_close(h2, h1[[2, 0, 1]])
 
 
 def test_the_lstm_optimizer_learns_on_unrolled_optimization() -> None:
