@@ -113,8 +113,9 @@ class FOMAML(MAML):
 
 
 def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, iterations: int) -> Params:
-    """x ~= A^-1 b for symmetric positive definite A given as ``matvec``; a fixed number of iterations from x = 0
-    (no data-dependent branch, so it runs under vmap)."""
+    """x ~= A^-1 b for symmetric A given as ``matvec``: a fixed number of iterations from x = 0 (no data-dependent
+    branch, so it runs under vmap). Truncated where A shows curvature p^T A p <= 0 along a search direction (A is
+    positive definite only at a converged inner solution): x stays where it was, as truncated Newton-CG does."""
 
     def dot(u: Params, v: Params) -> torch.Tensor:
         return sum((ui * vi).sum() for ui, vi in zip(u, v, strict=True))  # type: ignore[return-value]
@@ -122,9 +123,12 @@ def conjugate_gradient(matvec: Callable[[Params], Params], b: Params, iterations
     x = [torch.zeros_like(bi) for bi in b]
     r, p = list(b), list(b)
     rs = dot(r, r)
+    active = torch.ones_like(rs, dtype=torch.bool)
     for _ in range(iterations):
         ap = matvec(p)
-        alpha = rs / (dot(p, ap) + TINY)
+        curvature = dot(p, ap)
+        active = active & (curvature > 0)
+        alpha = torch.where(active, rs / torch.where(active, curvature, 1.0), 0.0)
         x = [xi + alpha * pi for xi, pi in zip(x, p, strict=True)]
         r = [ri - alpha * api for ri, api in zip(r, ap, strict=True)]
         rs_new = dot(r, r)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
+from metactl.bench.meta_memory import peak_growth_mb
 from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats
 from metactl.train import dynamics_model as dm
 from metactl.train import meta_learners as ml
@@ -135,49 +132,28 @@ def test_conjugate_gradient_solves_a_small_spd_system() -> None:
     torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-3, atol=1e-4)
 
 
-_MEMORY_PROBE = r"""
-import json, resource, sys, torch
-torch.set_num_threads(1)
-from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats
-from metactl.train import dynamics_model as dm
-from metactl.train.meta_learners import make_meta_learner
-from metactl.train.meta_settings import MetaSettings
-learner, rows = sys.argv[1], 256
-spec = DynamicsSpec("mlp", 8, 2, (256, 256))
-theta = dm.init_params(spec, torch.Generator().manual_seed(0))
-g = torch.Generator().manual_seed(1)
-obs, act = torch.randn(2, 2 * rows, 8, generator=g), torch.randn(2, 2 * rows, 2, generator=g)
-nxt = obs + 0.1 * torch.randn(2, 2 * rows, 8, generator=g)
-stats = dm.TorchStats(DynamicsStats.identity(8, 2))
-loss = lambda p, d: dm.mse(p, stats, *d)
-support, query = (obs[:, :rows], act[:, :rows], nxt[:, :rows]), (obs[:, rows:], act[:, rows:], nxt[:, rows:])
-def run(steps, s, q):
-    make_meta_learner(MetaSettings(meta_learner=learner, inner_steps=steps, inner_lr=0.01), loss).meta_grad(
-        theta, [], s, q)
-run(1, tuple(x[:, :8] for x in support), tuple(x[:, :8] for x in query))  # warm-up: lazy initialization
-before, peaks = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, []
-for steps in (2, 12):
-    run(steps, support, query)
-    peaks.append((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
-print(json.dumps(peaks))
-"""
-
-
-def _peak_growth_mb(learner: str) -> tuple[float, float]:
-    """Growth of the peak resident memory [MB] over one meta-gradient with 2, then 12 inner steps, in a fresh process
-    (after a warm-up on a tiny batch, so lazy initialization is not counted). The peak is a high-water mark: the
-    second number exceeds the first only if 12 steps needed more memory than 2."""
-    out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, learner], capture_output=True, text=True, check=True)
-    two, twelve = json.loads(out.stdout)
-    return two, twelve
+def test_conjugate_gradient_stops_at_negative_curvature() -> None:
+    """An indefinite A (an unconverged inner problem of a ReLU net): CG keeps its last iterate instead of dividing
+    by a vanishing or negative curvature. Here b's first direction has p^T A p = -1: x stays 0."""
+    a = torch.diag(torch.tensor([-1.0, 2.0]))
+    (x,) = ml.conjugate_gradient(lambda v: [a @ v[0]], [torch.tensor([1.0, 0.0])], 4)
+    torch.testing.assert_close(x, torch.zeros(2))
+    (y,) = ml.conjugate_gradient(lambda v: [a @ v[0]], [torch.tensor([1.0, 1.0])], 4)  # curvature 1: one step
+    assert bool(torch.isfinite(y).all())
 
 
 def test_imaml_peak_memory_does_not_grow_with_the_number_of_inner_steps() -> None:
     """Unrolled, each inner step of a 2x256 model on 2 tasks x 256 transitions keeps its activations and their
     second-order graph (~8 MB measured: MAML's peak grew 20 -> 104 MB from 2 to 12 steps). iMAML keeps none: from 2
     to 12 steps its peak must grow < 4 MB (allocator noise), while MAML's must grow > 25 MB (so the probe sees it)."""
-    maml_2, maml_12 = _peak_growth_mb("maml")
-    imaml_2, imaml_12 = _peak_growth_mb("imaml")
+    problem = {"sizes": [10, 256, 256, 8], "tasks": 2, "support": 256, "query": 256}
+
+    def growth(learner: str) -> list[float]:  # peak after 2, then after 12 inner steps (a high-water mark)
+        steps = [{"meta_learner": learner, "inner_steps": n, "inner_lr": 0.01} for n in (2, 12)]
+        return peak_growth_mb(problem | {"settings": steps})
+
+    maml_2, maml_12 = growth("maml")
+    imaml_2, imaml_12 = growth("imaml")
     assert maml_12 - maml_2 > 25, f"the probe must see an unrolled graph grow (MAML: {maml_2:.1f} -> {maml_12:.1f} MB)"
     assert imaml_12 - imaml_2 < 4, f"iMAML's peak grew from {imaml_2:.1f} to {imaml_12:.1f} MB (2 -> 12 inner steps)"
 
