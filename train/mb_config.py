@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from metactl.train.config import ConfigError
-from metactl.train.meta_settings import resolve_inner_steps, validate_meta
+from metactl.train.meta_settings import MetaFields, resolve_inner_steps, validate_meta
 
 METHODS = ("grbal", "rebal", "mb")
 PLANNERS = ("mppi", "cem", "random_shooting")
@@ -19,9 +19,10 @@ M = 8 model's held-out prediction error is no lower (docs/grbal.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class MBConfig:
+class MBConfig(MetaFields):
     """Hyperparameters of one GrBAL / ReBAL / MB run (Nagabandi et al., ICLR 2019; the reference schedule is
-    50 iterations x 5 rollouts x 1000 steps = 250k environment steps)."""
+    50 iterations x 5 rollouts x 1000 steps = 250k environment steps). GrBAL's meta-learner and inner step are
+    the fields of ``MetaFields`` (listed first)."""
 
     method: str = "grbal"
     """'grbal' (MAML on windows), 'rebal' (recurrent) or 'mb' (non-adaptive model; also MB+DE at evaluation)."""
@@ -46,33 +47,6 @@ class MBConfig:
     first_order: bool = False
     """GrBAL: drop the second-order term of the meta-gradient; the same as meta_learner 'fomaml' (kept for
     --first-order and older configs)."""
-    meta_learner: str = "maml"
-    """GrBAL's meta-gradient estimator: 'maml' (exact, second order), 'fomaml' (first order), 'imaml' (implicit
-    gradient of a proximally regularized inner problem, Rajeswaran et al. 2019) or 'evo_maml' (first-order gradient
-    at a loss-weighted combination of perturbed copies). Costs and choices: docs/meta_learners.md."""
-    inner_step: str = "sgd"
-    """GrBAL's adaptation step: 'sgd' (theta - inner_lr * grad), 'meta_sgd' (a learned step size per parameter,
-    Li et al. 2017) or 'lstm' (a learned coordinatewise LSTM optimizer, Andrychowicz et al. 2016; ~100x the
-    training time of sgd on the default model)."""
-    inner_steps: int = 0
-    """Adaptation steps, in meta-training and on the robot (the exported graph unrolls them); 0 = the
-    meta-learner's default: 1, iMAML 5."""
-    imaml_lambda: float = 1.0
-    """iMAML: lambda, strength of the proximal term lambda/2 |phi - theta|^2 of the inner problem."""
-    imaml_cg_steps: int = 5
-    """iMAML: conjugate-gradient iterations solving (I + H / lambda) x = grad of the query loss."""
-    imaml_cg_damping: float = 0.0
-    """iMAML: added to the diagonal of (I + H / lambda), for a Hessian far from positive definite."""
-    evo_population: int = 8
-    """Evo-MAML: P, perturbed copies of theta per meta-step."""
-    evo_sigma: float = 0.01
-    """Evo-MAML: sigma; each copy is theta + sigma * sign(N(0, I))."""
-    evo_temperature: float = 0.1
-    """Evo-MAML: tau; copies are weighted softmax(-post-adaptation query loss / tau)."""
-    lstm_hidden: int = 20
-    """LSTM inner step: width H of both LSTM layers (Andrychowicz et al.: 20)."""
-    lstm_scale: float = 0.01
-    """LSTM inner step: scale of its output update (the paper's reference code: 0.01)."""
     meta_batch: int = 40
     """Windows per meta-gradient step (GrBAL, ReBAL); MB uses meta_batch x (M + K) transitions per step. The
     reference's 10-16 left GrBAL's adapted loss above MB's here (HalfCheetah disabled joint, 3000 steps on the

@@ -24,21 +24,45 @@ MAX_INNER_STEPS = 100
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaSettings:
-    """The meta-learning fields of ``MBConfig`` (same names and meaning; documented there)."""
+class MetaFields:
+    """The meta-learning fields, documented once: ``MBConfig`` inherits them (so they are CLI flags) and so does
+    ``MetaSettings`` (what the estimators and the sinusoid benchmark take)."""
 
     meta_learner: str = "maml"
+    """GrBAL's meta-gradient estimator: 'maml' (exact, second order), 'fomaml' (first order), 'imaml' (implicit
+    gradient of a proximally regularized inner problem, Rajeswaran et al. 2019) or 'evo_maml' (first-order gradient
+    at a loss-weighted combination of perturbed copies). Costs and choices: docs/meta_learners.md."""
     inner_step: str = "sgd"
+    """GrBAL's adaptation step: 'sgd' (theta - inner_lr * grad), 'meta_sgd' (a learned step size per parameter,
+    Li et al. 2017) or 'lstm' (a learned coordinatewise LSTM optimizer, Andrychowicz et al. 2016; ~100x the
+    training time of sgd on the default model)."""
     inner_steps: int = 0
-    inner_lr: float = 0.01
+    """Adaptation steps, in meta-training and on the robot (the exported graph unrolls them); 0 = the
+    meta-learner's default: 1, iMAML 5."""
     imaml_lambda: float = 1.0
+    """iMAML: lambda, strength of the proximal term lambda/2 |phi - theta|^2 of the inner problem."""
     imaml_cg_steps: int = 5
+    """iMAML: conjugate-gradient iterations solving (I + H / lambda) x = grad of the query loss."""
     imaml_cg_damping: float = 0.0
+    """iMAML: added to the diagonal of (I + H / lambda), for a Hessian far from positive definite."""
     evo_population: int = 8
+    """Evo-MAML: P, perturbed copies of theta per meta-step."""
     evo_sigma: float = 0.01
+    """Evo-MAML: sigma; each copy is theta + sigma * sign(N(0, I))."""
     evo_temperature: float = 0.1
+    """Evo-MAML: tau; copies are weighted softmax(-post-adaptation query loss / tau)."""
     lstm_hidden: int = 20
+    """LSTM inner step: width H of both LSTM layers (Andrychowicz et al.: 20)."""
     lstm_scale: float = 0.01
+    """LSTM inner step: scale of its output update (the paper's reference code: 0.01)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaSettings(MetaFields):
+    """``MetaFields`` plus the inner step size (``MBConfig.inner_lr``), validated: all an estimator needs."""
+
+    inner_lr: float = 0.01
+    """alpha: the step size of SGD, and Meta-SGD's initial rates."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inner_steps", resolve_inner_steps(self.meta_learner, self.inner_steps))
