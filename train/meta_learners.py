@@ -53,8 +53,6 @@ class MetaLearner:
     """Base: ``meta_grad(theta, phi, support, query, generator)``; support/query tuples of [B, ...] tensors."""
 
     name: ClassVar[str]
-    random: ClassVar[bool] = False
-    """Whether ``meta_grad`` draws from ``generator``."""
 
     def __init__(self, settings: MetaSettings, loss: LossFn, inner: InnerStep):
         self.settings, self.loss, self.inner = settings, loss, inner
@@ -170,7 +168,6 @@ class EvoMAML(MetaLearner):
     """Evo-MAML as issue 19 states it (see the module docstring and docs/meta_learners.md for the open choices)."""
 
     name = "evo_maml"
-    random = True
 
     def meta_grad(
         self, theta: Params, phi: Params, support: Data, query: Data, generator: torch.Generator | None = None
