@@ -1,10 +1,12 @@
 """Peak memory of one meta-gradient, measured in a fresh process: ``python -m metactl.bench.meta_memory '<json>'``.
 
 torch's CPU allocations are invisible to ``tracemalloc``, so the probe reads the process's resident high-water
-mark (``ru_maxrss``) before and after. A fresh interpreter per measurement keeps one estimator's peak from
-hiding another's; a warm-up meta-gradient on a one-task, one-point batch first pays torch's lazy
-initialization. The problem is an MLP regression of random data of the benchmark's shapes (a dynamics model's
-loss is one: normalized [obs, act] -> normalized delta), so memory depends only on sizes, not on the data.
+mark before and after: ``VmHWM`` of /proc/self/status, the peak of this process image alone (``ru_maxrss`` is
+not: after fork + exec it starts at the parent's resident size, so a probe started by a 500 MB benchmark
+process saw no growth at all). A fresh interpreter per measurement keeps one estimator's peak from hiding
+another's; a warm-up meta-gradient on a one-task, one-point batch first pays torch's lazy initialization.
+The problem is an MLP regression of random data of the benchmark's shapes (a dynamics model's loss is one:
+normalized [obs, act] -> normalized delta), so memory depends only on sizes, not on the data.
 
 Input JSON: ``{"sizes": [in, hidden..., out], "tasks": B, "support": M, "query": K, "settings": [{...}, ...]}``
 (each settings dict a ``MetaSettings``); output: one number per settings, the growth of the high-water mark in
@@ -21,7 +23,15 @@ from typing import Any
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
+    """Peak resident memory of this process image [MB] (Linux: VmHWM; elsewhere ru_maxrss, see the docstring)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return float(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB, macOS bytes
 
 
 def probe(spec: dict[str, Any]) -> list[float]:
