@@ -1,20 +1,23 @@
 """Peak memory of one meta-gradient, measured in a fresh process: ``python -m metactl.bench.meta_memory '<json>'``.
 
-torch's CPU allocations are invisible to ``tracemalloc``, so the probe reads the process's resident high-water
-mark before and after: ``VmHWM`` of /proc/self/status, the peak of this process image alone (``ru_maxrss`` is
-not: after fork + exec it starts at the parent's resident size, so a probe started by a 500 MB benchmark
-process saw no growth at all). A fresh interpreter per measurement keeps one estimator's peak from hiding
-another's; a warm-up meta-gradient on a one-task, one-point batch first pays torch's lazy initialization.
+torch's CPU allocations are invisible to ``tracemalloc``, so the probe reads the kernel's resident high-water
+mark: before each measurement it resets it to the current resident size (``5`` into /proc/self/clear_refs) and
+reports the peak (``VmHWM``) minus that size. ``ru_maxrss`` cannot be reset and, after fork + exec, starts at the
+parent's resident size: a probe started by a 500 MB benchmark process saw no growth at all. A warm-up
+meta-gradient on a one-task, one-point batch first pays torch's lazy initialization (without the reset, its
+transient peak hid every smaller meta-step); freed heap memory is returned to the system first (``malloc_trim``),
+so each measurement sees its whole peak. Where /proc is unavailable, the growth of ``ru_maxrss``.
 The problem is an MLP regression of random data of the benchmark's shapes (a dynamics model's loss is one:
 normalized [obs, act] -> normalized delta), so memory depends only on sizes, not on the data.
 
 Input JSON: ``{"sizes": [in, hidden..., out], "tasks": B, "support": M, "query": K, "settings": [{...}, ...]}``
-(each settings dict a ``MetaSettings``); output: one number per settings, the growth of the high-water mark in
-MB after it ran (so a later number exceeds an earlier one only if it needed more memory).
+(each settings dict a ``MetaSettings``); output: one number per settings, its peak resident memory above the
+resident size before it ran [MB].
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import resource
 import subprocess
@@ -22,16 +25,39 @@ import sys
 from typing import Any
 
 
-def _peak_mb() -> float:
-    """Peak resident memory of this process image [MB] (Linux: VmHWM; elsewhere ru_maxrss, see the docstring)."""
+def _status_mb(key: str) -> float | None:
+    """``VmHWM`` / ``VmRSS`` of /proc/self/status [MB], None where there is no /proc."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return float(line.split()[1]) / 1024  # kB
     except OSError:
+        return None
+    return None
+
+
+def _start() -> float:
+    """Return freed heap memory to the system (glibc keeps it resident, and a later meta-step reusing it would not
+    show), reset the high-water mark to the current resident size and return that size [MB]."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB, macOS bytes
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        rss = _status_mb("VmRSS")
+        if rss is not None:
+            return rss
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _peak() -> float:
+    hwm = _status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def probe(spec: dict[str, Any]) -> list[float]:
@@ -58,10 +84,11 @@ def probe(spec: dict[str, Any]) -> list[float]:
 
     all_settings = [MetaSettings(**s) for s in spec["settings"]]
     run(all_settings[0], (x[:1, :1], y[:1, :1]), (x[:1, m : m + 1], y[:1, m : m + 1]))
-    before, out = _peak_mb(), []
+    out = []
     for settings in all_settings:
+        before = _start()
         run(settings, (x[:, :m], y[:, :m]), (x[:, m:], y[:, m:]))
-        out.append(_peak_mb() - before)
+        out.append(_peak() - before)
     return out
 
 
