@@ -184,7 +184,7 @@ def run_row(setup: Setup, row: Row, budget: Budget) -> dict[str, Any]:
         times.append(trained.step_ms)
     out = _summarize(per_seed, task_losses)
     out |= {"meta_learner": row[0], "inner_step": row[1], "settings": _changed(settings, setup.base),
-            "selection": tried, "step_ms": float(np.median(times)), "peak_mb": _memory(setup, settings, budget),
+            "selection": tried, "train_step_ms": float(np.median(times)), "peak_mb": _memory(setup, settings, budget),
             "skipped_meta_steps": skipped,
             "wall_s": time.perf_counter() - t0}  # fmt: skip
     log.info("bench meta %s %s/%s: %s", setup.name, *row, {k: round(v, 4) for k, v in out["mean"].items()})
@@ -230,8 +230,21 @@ def run_baseline(setup: Setup, budget: Budget) -> dict[str, Any]:
     out |= {"meta_learner": "pretrained", "inner_step": "sgd", "settings": {"finetune_lr": lr_for},
             "selection": [{"finetune_lr": lr, **{f"val_after_{k}": _mean(v[k]) for k in STEPS}}
                           for lr, v in val.items()],
-            "step_ms": float(np.median(times)), "peak_mb": None, "wall_s": time.perf_counter() - t0}  # fmt: skip
+            "train_step_ms": float(np.median(times)), "peak_mb": None, "wall_s": time.perf_counter() - t0}  # fmt: skip
     return out
+
+
+def time_rows(setup: Setup, rows: dict[str, MetaSettings | None], rounds: int = 3) -> dict[str, float]:
+    """Median wall time of one meta-step per row [ms] (None: the baseline's plain gradient step), measured in
+    interleaved rounds of 12 steps (the last 2 counted) so that the load of a shared machine hits every row alike;
+    the medians of training time are kept as ``train_step_ms`` but drift with the load over a long run."""
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(rounds):
+        for name, settings in rows.items():
+            kw = {"steps": 12, "batch": setup.batch, "lr": 1e-3, "seed": SELECT_SEED}
+            trained = pretrain(setup.problem, **kw) if settings is None else meta_train(setup.problem, settings, **kw)
+            times[name].append(trained.step_ms)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
@@ -249,6 +262,9 @@ def run_setup(setup: Setup, rows: Sequence[Row], budget: Budget) -> dict[str, An
     t0 = time.perf_counter()
     baseline = run_baseline(setup, budget)
     results = {f"{m}/{i}": run_row(setup, (m, i), budget) for m, i in rows}
+    chosen = {name: MetaSettings(**{**setup.base.to_dict(), **res["settings"]}) for name, res in results.items()}
+    for name, ms in time_rows(setup, {"baseline": None, **chosen}).items():
+        (baseline if name == "baseline" else results[name])["step_ms"] = ms
     reference = results.get("maml/sgd")
     for res in results.values():
         res["vs_baseline"] = {k: compare(res, baseline, f"after_{k}") for k in (1, 10)}
@@ -302,16 +318,18 @@ def _fmt(res: dict[str, Any], key: str, digits: int = 3) -> str:
 def table(name: str, result: dict[str, Any], title: str) -> str:
     rows = []
     extra = "rollout_after_1" in result["baseline"]["mean"]
+    maml_ms = result["rows"].get("maml/sgd", {}).get("step_ms")
     for label, res in [("pretrained + SGD", result["baseline"]), *result["rows"].items()]:
         cells = [label, *(_fmt(res, f"after_{k}") for k in STEPS)]
         if extra:
             cells.append(_fmt(res, "rollout_after_1"))
-        cells += [f"{res['step_ms']:.1f}", "-" if res["peak_mb"] is None else f"{res['peak_mb']:.1f}"]
+        cells += [f"{res['step_ms']:.1f}", f"{res['step_ms'] / maml_ms:.1f}x" if maml_ms else "-"]
+        cells.append("-" if res["peak_mb"] is None else f"{res['peak_mb']:.1f}")
         cells.append(" / ".join(res.get("vs_baseline", {}).values()) or "-")
         rows.append(cells)
     headers = ["meta-learner / inner step", "0 steps", "1 step", "10 steps"]
     headers += ["K-step rollout (1 step)"] if extra else []
-    headers += ["ms / meta-step", "peak MB", "vs baseline (1 / 10 steps)"]
+    headers += ["ms / meta-step", "x MAML", "peak MB", "vs baseline (1 / 10 steps)"]
     return format_table(title, headers, rows)
 
 
@@ -327,9 +345,13 @@ def plot(summary: dict[str, Any], path: str) -> str:
         entries = [("pretrained", summary[name]["baseline"]), *summary[name]["rows"].items()]
         x = np.arange(len(entries))
         for j, k in enumerate((1, 10)):
-            means = [r["mean"][f"after_{k}"] for _, r in entries]
-            ses = [r["se"][f"after_{k}"] for _, r in entries]
-            ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=np.nan_to_num(ses), capsize=3, label=f"after {k} step(s)")
+            means = np.array([r["mean"][f"after_{k}"] for _, r in entries], dtype=float)
+            ses = np.nan_to_num(np.array([r["se"][f"after_{k}"] for _, r in entries], dtype=float))
+            ok = np.isfinite(means)
+            pos = x + (j - 0.5) * 0.38
+            ax.bar(pos[ok], means[ok], 0.38, yerr=ses[ok], capsize=3, label=f"after {k} step(s)")
+            for p in pos[~ok]:
+                ax.text(p, np.nanmin(means[ok]) if ok.any() else 1.0, "diverged", rotation=90, ha="center", fontsize=7)
         ax.set_xticks(x, [n for n, _ in entries], rotation=35, ha="right", fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel("test loss (MSE)")
