@@ -31,7 +31,7 @@ from metactl.train.meta_settings import MetaSettings
 MODES = ("grbal", "mb", "mb_de", "rebal")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class Adaptation:
     """How a model adapts on one window: ``steps`` of ``inner`` (learned parameters ``phi``) on the window's MSE,
     with iMAML's ``proximal`` term; one SGD step by default (GrBAL as published, MB+DE)."""
@@ -40,6 +40,10 @@ class Adaptation:
     phi: list[torch.Tensor] = dataclasses.field(default_factory=list)
     steps: int = 1
     proximal: float = 0.0
+
+    def __repr__(self) -> str:  # short: vmap formats its function's repr on every call, and phi can be large
+        return f"Adaptation({self.inner.name}, {len(self.phi)} learned tensors, steps={self.steps}, " \
+               f"proximal={self.proximal})"  # fmt: skip
 
     @classmethod
     def sgd(cls, lr: float) -> Adaptation:
@@ -104,8 +108,8 @@ class TorchOnlineModel:
         self.stats = dm.TorchStats(stats)
         self.window = TransitionWindow(window, envs, spec.obs_dim, spec.act_dim)
         step = adaptation or Adaptation.sgd(lr)
-        self._adapt_batch = vmap(step, in_dims=(0, None, 0, 0, 0))
-        self._adapt_shared = vmap(step, in_dims=(None, None, 0, 0, 0))
+        self._adapt_batch = vmap(step.__call__, in_dims=(0, None, 0, 0, 0))
+        self._adapt_shared = vmap(step.__call__, in_dims=(None, None, 0, 0, 0))
         self.reset()
 
     def reset(self) -> None:
