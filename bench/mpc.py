@@ -194,10 +194,10 @@ def _gemm_gflops(rows: int, k: int, n: int, repeats: int = 200) -> float:
 
 def _returns(models: dict[str, str], run: str, eval_steps: int, episodes: int) -> dict[str, Any]:
     """Held-out returns of both configurations (torch path, the same controller code as the robot's)."""
-    from metactl.controllers.serialization import load_dynamics_model
+    from metactl.controllers.serialization import load_dynamics_model, load_inner_params
     from metactl.sim import make_family
     from metactl.train.mb_eval import heldout_returns
-    from metactl.train.torch_online import MODES
+    from metactl.train.torch_online import MODES, Adaptation
 
     out: dict[str, Any] = {}
     per_task = {}
@@ -208,9 +208,12 @@ def _returns(models: dict[str, str], run: str, eval_steps: int, episodes: int) -
         mode = extra["method"] if extra["method"] in MODES else "mb"
         with open(os.path.join(run, "config.json")) as f:
             seed = int(json.load(f)["seed"])
+        record, inner = extra.get("adaptation"), load_inner_params(path)
+        adaptation = Adaptation.from_record(record, inner, float(extra["inner_lr"])) if mode == "grbal" else None
         per_task[name] = heldout_returns(
             fam, spec, params, stats, mode, planner, window=int(extra["window"]), lr=float(extra["inner_lr"]),
             steps=eval_steps or fam.horizon, seed=seed, episodes=episodes, hold=int(extra.get("decision_steps", 1)),
+            adaptation=adaptation,
         )  # fmt: skip
         out["heldout_family"] = extra["family"]
     returns = {k: float(np.mean(list(v.values()))) for k, v in per_task.items()}

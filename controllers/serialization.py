@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,19 @@ def load_policy(path: str) -> tuple[Policy, dict[str, Any]]:
 
 
 def save_dynamics_model(
-    path: str, spec: DynamicsSpec, params: list[np.ndarray], stats: DynamicsStats, extra: dict[str, Any]
+    path: str,
+    spec: DynamicsSpec,
+    params: list[np.ndarray],
+    stats: DynamicsStats,
+    extra: dict[str, Any],
+    inner: Sequence[np.ndarray] = (),
 ) -> None:
-    """A trained dynamics model as one .npz: spec and stats as JSON, parameters in ``param_shapes`` order (atomic)."""
+    """A trained dynamics model as one .npz: spec and stats as JSON, parameters in ``param_shapes`` order (atomic);
+    ``inner``: the learned parameters of its adaptation step (Meta-SGD's rates, the LSTM optimizer), if any."""
     spec.check_params(params)
     tmp = f"{path}.tmp.npz"
     arrays = {f"param_{i:03d}": np.asarray(p, dtype=np.float32) for i, p in enumerate(params)}
+    arrays |= {f"inner_{i:03d}": np.asarray(p, dtype=np.float32) for i, p in enumerate(inner)}
     np.savez(tmp, spec=json.dumps(spec.to_dict()), stats=json.dumps(stats.to_dict()), extra=json.dumps(extra), **arrays)
     os.replace(tmp, path)
 
@@ -75,3 +83,9 @@ def load_dynamics_model(path: str) -> tuple[DynamicsSpec, list[np.ndarray], Dyna
                             "pass the model.npz a 'metactl train grbal|rebal|mb' run wrote") from None  # fmt: skip
     spec.check_params(params)
     return spec, params, stats, extra
+
+
+def load_inner_params(path: str) -> list[np.ndarray]:
+    """The learned parameters of a dynamics model's adaptation step ([] for plain SGD and older files)."""
+    with np.load(path) as f:
+        return [f[k].copy() for k in sorted(k for k in f.files if k.startswith("inner_"))]

@@ -37,6 +37,16 @@ POLICY_KIND, MODEL_KIND = "policy", "model"
 ONNX_FILE = "policy.onnx"
 DYNAMICS_FILE, ADAPT_FILE, RECURRENT_FILE = "dynamics.onnx", "adapt.onnx", "recurrent_step.onnx"
 MODEL_METHODS = ("grbal", "rebal", "mb")
+INNER_STEPS = ("sgd", "meta_sgd", "lstm")
+"""How ``adapt.onnx`` steps: theta - lr g; theta - alpha (.) g (learned rates ``alpha_i``); theta + LSTM(g)."""
+META_LEARNERS = ("maml", "fomaml", "imaml", "evo_maml")
+MAX_INNER_STEPS = 100
+"""Most adaptation steps an exported graph unrolls."""
+ALPHA_PREFIX = "alpha_"
+"""Meta-SGD's learned step sizes in ``adapt.onnx``: ``alpha_000`` ... (overridable initializers, theta's shapes)."""
+OPTIMIZER_STATE = ("opt_h0", "opt_c0", "opt_h1", "opt_c1")
+"""The LSTM optimizer's state in ``adapt.onnx``: inputs [n, H] (n = all parameters' coordinates) and outputs
+``<name>_next``; fed zeros before every adaptation (GrBAL restarts from the meta-weights, as trained)."""
 
 # Graph tensor names of a policy graph (the contract between export.py and policy_bundle.py).
 OBS_INPUT, PARAMS_INPUT, ACTION_OUTPUT, PARAMS_OUTPUT = "obs", "params", "action", "params_used"
@@ -261,6 +271,47 @@ class PolicyMetadata(BundleMetadata):
 
 
 @dataclasses.dataclass(frozen=True)
+class AdaptStep:
+    """What ``adapt.onnx`` computes: ``steps`` unrolled steps of ``inner_step`` on the window's loss, plus
+    ``proximal`` * (phi - theta) in each gradient (iMAML's proximal inner problem; 0 otherwise). ``meta_learner``
+    records how the model was meta-trained (it does not change the graph's kind)."""
+
+    meta_learner: str = "maml"
+    inner_step: str = "sgd"
+    steps: int = 1
+    proximal: float = 0.0
+    lstm_hidden: int = 0
+    """H of the LSTM optimizer (its state is [n, H]); 0 for the other inner steps."""
+
+    @classmethod
+    def parse(cls, f: _Fields, method: str) -> AdaptStep:
+        """From the metadata's optional ``adaptation`` object (absent: plain one-step SGD, as bundles exported
+        before it existed)."""
+        if "adaptation" not in f.data:
+            return cls()
+        a = f.obj("adaptation")
+        step = a.str("inner_step", INNER_STEPS)
+        out = cls(
+            meta_learner=a.str("meta_learner", META_LEARNERS),
+            inner_step=step,
+            steps=a.int("steps", 1, MAX_INNER_STEPS),
+            proximal=a.number("proximal", 0.0, 1e6),
+            lstm_hidden=a.int("lstm_hidden", 1, 256) if step == "lstm" else 0,
+        )
+        if method != "grbal" and out != cls():
+            raise f.fail("adaptation", f"must be plain one-step SGD for method {method!r} (only GrBAL meta-learns it)")
+        return out
+
+    @classmethod
+    def from_extra(cls, adaptation: dict[str, Any] | None, source: str, method: str) -> AdaptStep:
+        """From a trained model file's ``adaptation`` record (exporter side), checked as the robot will."""
+        return cls.parse(_Fields({"adaptation": adaptation} if adaptation else {}, source), method)
+
+    def state_names(self) -> tuple[str, ...]:
+        return OPTIMIZER_STATE if self.inner_step == "lstm" else ()
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelMetadata(BundleMetadata):
     """A dynamics-model bundle (GrBAL / ReBAL / MB): its graphs, normalization, planner and cost."""
 
@@ -276,6 +327,7 @@ class ModelMetadata(BundleMetadata):
     inner_lr: float = 0.0
     decision_steps: int = 1
     """Control steps per planner decision (the action is held in between; the model's step)."""
+    adaptation: AdaptStep = dataclasses.field(default_factory=AdaptStep)
 
     @property
     def graph_files(self) -> tuple[str, ...]:
@@ -329,6 +381,7 @@ class ModelMetadata(BundleMetadata):
             window=f.int("window", 1, MAX_WINDOW),
             inner_lr=f.number("inner_lr", 0.0, 1e3),
             decision_steps=f.int("decision_steps", 1, 1000),
+            adaptation=AdaptStep.parse(f, method),
         )
         return dataclasses.replace(meta, files=f.files("files", meta.graph_files))
 

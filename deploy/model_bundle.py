@@ -2,7 +2,9 @@
 
 Nagabandi et al., ICLR 2019, Alg. 2 on the robot: every control step the newest transition reaches
 the model's window of the last M, the model adapts (GrBAL: ``adapt.onnx`` maps the trained weights and
-the last M transitions to adapted weights; MB+DE: the same graph on the running weights; ReBAL:
+the last M transitions to adapted weights, by whichever inner step it was meta-trained with: SGD, learned
+per-parameter rates, or the LSTM optimizer fed its zero state, in one or several unrolled steps; MB+DE: the
+same graph on the running weights; ReBAL:
 ``recurrent_step.onnx`` rebuilds its state from zero over the last M), and the numpy planner of
 ``controllers.planners`` plans through ``dynamics.onnx``, fed the adapted weights (ReBAL: each
 candidate's own state). ``ModelBundle.load`` checks files, hashes and graph signatures once.
@@ -37,8 +39,12 @@ def _signatures(meta: md.ModelMetadata) -> dict[str, tuple[dict[str, int | None]
     state_next = {"h_next": h, "c_next": h} if state else {}
     sigs = {md.DYNAMICS_FILE: ({"obs": d, "act": a, **state, **thetas}, {"next_obs": d, **state_next})}
     if spec.kind == "mlp":
-        adapted = {f"{k}_adapted": v for k, v in thetas.items()}
-        sigs[md.ADAPT_FILE] = ({"w_obs": d, "w_act": a, "w_next": d, "lr": None, **thetas}, adapted)
+        step = meta.adaptation
+        hidden = step.lstm_hidden
+        adapted = {f"{k}_adapted": v for k, v in thetas.items()} | {f"{s}_next": hidden for s in step.state_names()}
+        learned = {"sgd": {"lr": None}, "lstm": {s: hidden for s in step.state_names()},
+                   "meta_sgd": {f"{md.ALPHA_PREFIX}{k[len('theta_'):]}": v for k, v in thetas.items()}}  # fmt: skip
+        sigs[md.ADAPT_FILE] = ({"w_obs": d, "w_act": a, "w_next": d, **learned[step.inner_step], **thetas}, adapted)
     else:
         lstm = dict(list(thetas.items())[:3])
         sigs[md.RECURRENT_FILE] = ({"h": h, "c": h, "obs": d, "act": a, **lstm}, {"h_next": h, "c_next": h})
@@ -126,6 +132,9 @@ class OnnxOnlineModel:
         self._names = [f"theta_{i:03d}" for i in range(n)]
         self._adapted = [f"{k}_adapted" for k in self._names]
         self.window = TransitionWindow(bundle.meta.window, 1, self.spec.obs_dim, self.spec.act_dim)
+        step = bundle.meta.adaptation  # the LSTM optimizer starts every adaptation from its zero state, as trained
+        n = sum(int(np.prod(s)) for s in self.spec.param_shapes())
+        self._zero_state = {s: np.zeros((n, step.lstm_hidden), np.float32) for s in step.state_names()}
         self.reset()
 
     def reset(self) -> None:
@@ -148,7 +157,7 @@ class OnnxOnlineModel:
                 h, c = self._step.run(["h_next", "c_next"], {"h": h, "c": c, "obs": o[None], "act": a[None]})
             self.h, self.c = h, c
             return
-        feed = {"w_obs": obs, "w_act": act, "w_next": nxt}
+        feed = {"w_obs": obs, "w_act": act, "w_next": nxt, **self._zero_state}
         if self.mode == "mb_de" and self.weights is not None:
             feed |= self.weights  # dynamic evaluation: keep stepping the running weights
         adapted = self._adapt.run(self._adapted, feed)

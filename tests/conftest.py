@@ -29,6 +29,19 @@ TINY_RUN: dict[str, Any] = {
 """A four_corners run of 3 iterations x 4 perturbations x 1 task x 6 episodes = 72 episodes: well under a second."""
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():  # type: ignore[no-untyped-def]
+    """torch on one thread, as the CLI runs it: the small ops of meta-learning tests ran 30x slower on two threads
+    while other jobs shared the two cores (an LSTM-optimizer learning test: 24 s vs 0.75 s). Robot-side import
+    checks run in subprocesses, so importing torch here hides nothing."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> str:
     """Working directory for subprocesses that ``import train`` / ``import sim``."""

@@ -15,6 +15,7 @@ L is the mean squared error of the normalized state delta.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -35,6 +36,16 @@ def init_params(spec: DynamicsSpec, generator: torch.Generator) -> Params:
     bounds = [1.0 / math.sqrt(spec.rnn_hidden)] * lstm if lstm else []
     bounds += [1.0 / math.sqrt(shapes[lstm + 2 * (i // 2)][0]) for i in range(len(shapes) - lstm)]
     return [(torch.rand(s, generator=generator, dtype=DTYPE) * 2 - 1) * b for s, b in zip(shapes, bounds, strict=True)]
+
+
+def init_mlp(sizes: Sequence[int], generator: torch.Generator) -> Params:
+    """A ReLU MLP's W0, b0, W1, b1, ... for layer widths ``sizes`` (input first), torch.nn.Linear's init."""
+    out: Params = []
+    for fan_in, fan_out in itertools.pairwise(sizes):
+        bound = 1.0 / math.sqrt(fan_in)
+        for shape in ((fan_in, fan_out), (fan_out,)):
+            out.append((torch.rand(shape, generator=generator, dtype=DTYPE) * 2 - 1) * bound)
+    return out
 
 
 def to_numpy(params: Sequence[torch.Tensor]) -> list[np.ndarray]:

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from metactl.controllers.serialization import load_dynamics_model
+from metactl.controllers.serialization import load_dynamics_model, load_inner_params
 from metactl.sim import make_family
 from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller, task_label
 from metactl.train.model_error import open_loop_error
 from metactl.train.oracle import OracleDynamics
-from metactl.train.torch_online import TorchOnlineModel
+from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
 """Evaluated modes per trained method: GrBAL also frozen (no adaptation step); an MB model also as MB+DE."""
@@ -100,7 +100,11 @@ def evaluate_runs(
         for mode in METHOD_MODES[extra["method"]]:
             lr = de_lr if (mode == "mb_de" and de_lr is not None) else float(extra["inner_lr"])
             model_mode = "grbal" if mode == "frozen" else mode
-            model = TorchOnlineModel(model_mode, spec, params, stats, len(batch_tasks), window, lr)
+            adaptation = None  # plain SGD of lr; GrBAL: its meta-trained inner step (Meta-SGD, the LSTM, ...)
+            if model_mode == "grbal":
+                inner = load_inner_params(_model_path(run_dir))
+                adaptation = Adaptation.from_record(extra.get("adaptation"), inner, lr)
+            model = TorchOnlineModel(model_mode, spec, params, stats, len(batch_tasks), window, lr, adaptation)
             rng = episode_seeds(seed, len(batch_tasks))[1]
             result, eps = run_controller(family, batch_tasks, seeds, steps, model, planner, hold=hold, rng=rng,
                                          adapt=mode != "frozen")  # fmt: skip
@@ -112,7 +116,7 @@ def evaluate_runs(
                 velocity = family.observation_names.index(family.reward_spec["velocity_signal"])
                 err = open_loop_error(spec, params, stats, "mb" if mode == "frozen" else model_mode, decisions,
                                       window=window, lr=lr, horizon=planner["horizon"],
-                                      velocity_index=velocity)  # fmt: skip
+                                      velocity_index=velocity, adaptation=adaptation)  # fmt: skip
                 for k, v in err.items():
                     errors.setdefault(mode, {}).setdefault(k, []).append(v)
     _merge_oracles(per_seed)

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from metactl.train.config import ConfigError
+from metactl.train.meta_settings import MetaFields, resolve_inner_steps, validate_meta
 
 METHODS = ("grbal", "rebal", "mb")
 PLANNERS = ("mppi", "cem", "random_shooting")
@@ -18,9 +19,10 @@ M = 8 model's held-out prediction error is no lower (docs/grbal.md)."""
 
 
 @dataclasses.dataclass(frozen=True)
-class MBConfig:
+class MBConfig(MetaFields):
     """Hyperparameters of one GrBAL / ReBAL / MB run (Nagabandi et al., ICLR 2019; the reference schedule is
-    50 iterations x 5 rollouts x 1000 steps = 250k environment steps)."""
+    50 iterations x 5 rollouts x 1000 steps = 250k environment steps). GrBAL's meta-learner and inner step are
+    the fields of ``MetaFields`` (listed first)."""
 
     method: str = "grbal"
     """'grbal' (MAML on windows), 'rebal' (recurrent) or 'mb' (non-adaptive model; also MB+DE at evaluation)."""
@@ -47,7 +49,8 @@ class MBConfig:
     inner_lr: float = 0.01
     """alpha: step size of the adaptation step (GrBAL; also MB+DE's online step)."""
     first_order: bool = False
-    """GrBAL: drop the second-order term of the meta-gradient (first-order MAML)."""
+    """GrBAL: drop the second-order term of the meta-gradient; the same as meta_learner 'fomaml' (kept for
+    --first-order and older configs)."""
     meta_batch: int = 40
     """Windows per meta-gradient step (GrBAL, ReBAL); MB uses meta_batch x (M + K) transitions per step. The
     reference's 10-16 left GrBAL's adapted loss above MB's here (HalfCheetah disabled joint, 3000 steps on the
@@ -78,6 +81,11 @@ class MBConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.first_order is True and self.meta_learner in ("maml", "fomaml"):  # --first-order: FOMAML
+            object.__setattr__(self, "meta_learner", "fomaml")
+        elif self.meta_learner == "fomaml" and self.first_order is False:
+            object.__setattr__(self, "first_order", True)
+        object.__setattr__(self, "inner_steps", resolve_inner_steps(self.meta_learner, self.inner_steps))
         if self.window == 0 and not isinstance(self.window, bool) and self.method in DEFAULT_WINDOW:
             # resolved here, so config.json records the M used; False stays for validate() to refuse
             object.__setattr__(self, "window", DEFAULT_WINDOW[self.method])
@@ -108,6 +116,14 @@ class MBConfig:
                 raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")
         if not isinstance(self.first_order, bool):
             raise ConfigError(f"first_order: must be true or false, got {self.first_order!r}")
+        if self.first_order and self.meta_learner != "fomaml":
+            raise ConfigError(f"first_order: is meta_learner 'fomaml'; it cannot combine with {self.meta_learner!r}")
+        validate_meta(self)
+        if self.method != "grbal":
+            for name, default in (("meta_learner", "maml"), ("inner_step", "sgd"), ("inner_steps", 1)):
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{name}: applies to method 'grbal' only (got {getattr(self, name)!r} for "
+                                      f"{self.method!r})")  # fmt: skip
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"hidden: every width must be >= 1, got {self.hidden}")
         for name in ("inner_lr", "learning_rate", "temperature", "noise_std"):

@@ -19,7 +19,7 @@ from metactl.controllers.mpc import MPCController, OnlineDynamics
 from metactl.sim import TaskFamily
 from metactl.sim.tasks import ChangeTask, Task
 from metactl.train.mb_rollout import Episodes, build_planner, run_episodes
-from metactl.train.torch_online import TorchOnlineModel
+from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 EVAL_SEED_KEY = 8_888_888
 
@@ -103,12 +103,14 @@ def heldout_returns(
     episodes: int = 1,
     adapt: bool = True,
     hold: int = 1,
+    adaptation: Adaptation | None = None,
 ) -> dict[str, float]:
     """Mean return per held-out test task of the model run as ``mode`` (grbal, rebal, mb, mb_de) with MPC;
-    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``."""
+    every task x episode runs in one lockstep batch; episode seeds derive from ``seed``. ``adaptation``: the
+    model's meta-trained inner step (default: one SGD step of ``lr``)."""
     tasks = [t for t in family.test_tasks() for _ in range(episodes)]
     seeds, rng = episode_seeds(seed, len(tasks))
-    model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr)
+    model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr, adaptation)
     result, _ = run_controller(family, tasks, seeds, steps, model, planner, hold=hold, rng=rng, adapt=adapt)
     out: dict[str, list[float]] = {}
     for task, ret in zip(tasks, result.returns, strict=True):

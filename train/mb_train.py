@@ -6,7 +6,9 @@ tasks (the first with uniformly random actions, later on-policy with the method'
 refits the normalization to all data so far, then takes ``train_steps`` Adam steps on it:
 
 - GrBAL: windows of M + K consecutive transitions of one episode; the meta-loss of theta is the
-  error on the K after one gradient step on the M (``train.dynamics_model.grbal_meta_loss``).
+  error on the K after adapting on the M (one SGD step by default, ``train.dynamics_model.grbal_meta_loss``);
+  the meta-gradient estimator (``meta_learner``) and the inner step (``inner_step``, whose learned parameters
+  phi are meta-trained with theta) are picked by name from ``train.meta_learners``.
 - ReBAL: the same windows; the LSTM reads them and is scored on the last K steps.
 - MB: plain regression of single transitions.
 
@@ -40,8 +42,10 @@ from metactl.train.config import ConfigError
 from metactl.train.mb_config import MBConfig
 from metactl.train.mb_eval import heldout_returns
 from metactl.train.mb_rollout import Episodes, build_planner, planner_config, run_episodes
+from metactl.train.meta_learners import MetaGrad, describe, init_inner, make_meta_learner
+from metactl.train.meta_settings import MetaSettings
 from metactl.train.run_curves import MBCurves
-from metactl.train.torch_online import TorchOnlineModel
+from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.npz"
@@ -119,27 +123,47 @@ class Adam:
         return out
 
 
-def loss_fn(config: MBConfig) -> Callable[..., torch.Tensor]:
-    """The training loss of ``config.method`` as f(params, stats, obs, act, nxt) over windows [B, M + K, ...]."""
+TrainStep = Callable[[dm.Params, dm.Params, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator], MetaGrad]
+"""(theta, phi, obs, act, nxt [B, L, ...], generator) -> the loss and its gradients for theta and phi."""
+
+
+def train_step(config: MBConfig, stats: dm.TorchStats) -> TrainStep:
+    """The gradient of ``config.method``'s training loss on windows [B, M + K, ...]: GrBAL's through the chosen
+    meta-learner (past M = support, next K = query), ReBAL's and MB's by plain autograd (no phi)."""
     m = config.window
     if config.method == "grbal":
+        learner = make_meta_learner(MetaSettings.of(config), lambda p, d: dm.mse(p, stats, *d))
 
-        def grbal(params, stats, obs, act, nxt):  # type: ignore[no-untyped-def]
+        def grbal(theta, phi, obs, act, nxt, generator):  # type: ignore[no-untyped-def]
             past, future = (obs[:, :m], act[:, :m], nxt[:, :m]), (obs[:, m:], act[:, m:], nxt[:, m:])
-            return dm.grbal_meta_loss(params, stats, past, future, config.inner_lr, config.first_order)
+            return learner.meta_grad(theta, phi, past, future, generator)
 
         return grbal
     if config.method == "rebal":
-        return lambda params, stats, obs, act, nxt: dm.rebal_loss(params, stats, obs, act, nxt, m)
-    return dm.mse
+        value_and_grad = torch.func.grad_and_value(lambda p, o, a, n: dm.rebal_loss(p, stats, o, a, n, m))
+    else:
+        value_and_grad = torch.func.grad_and_value(lambda p, o, a, n: dm.mse(p, stats, o, a, n))
+
+    def plain(theta, phi, obs, act, nxt, generator):  # type: ignore[no-untyped-def]
+        grads, value = value_and_grad(theta, obs, act, nxt)
+        return MetaGrad(value, grads, [])
+
+    return plain
 
 
 def fit(
-    config: MBConfig, params: dm.Params, adam: Adam, stats: DynamicsStats, data: Dataset, rng: np.random.Generator
-) -> tuple[dm.Params, float]:
-    """``config.train_steps`` Adam steps of the method's loss on ``data``; (new params, mean loss of the last 10%)."""
-    tstats, loss = dm.TorchStats(stats), loss_fn(config)
-    value_and_grad = torch.func.grad_and_value(loss)
+    config: MBConfig,
+    params: dm.Params,
+    inner: dm.Params,
+    adam: Adam,
+    stats: DynamicsStats,
+    data: Dataset,
+    rng: np.random.Generator,
+) -> tuple[dm.Params, dm.Params, float]:
+    """``config.train_steps`` Adam steps of the method's loss on ``data``, on the model's parameters and those of
+    its inner step; (new params, new inner parameters, mean loss of the last 10%)."""
+    step = train_step(config, dm.TorchStats(stats))
+    generator = torch.Generator().manual_seed(int(rng.integers(2**31 - 1)))
     length = config.window + config.future
     losses = []
     for _ in range(config.train_steps):
@@ -147,11 +171,12 @@ def fit(
             obs, act, nxt = data.windows(rng, config.meta_batch * length, 1)
         else:
             obs, act, nxt = data.windows(rng, config.meta_batch, length)
-        grads, value = value_and_grad(params, tstats, *(torch.as_tensor(x, dtype=dm.DTYPE) for x in (obs, act, nxt)))
-        params = adam.step(params, grads)
-        losses.append(float(value))
+        out = step(params, inner, *(torch.as_tensor(x, dtype=dm.DTYPE) for x in (obs, act, nxt)), generator)
+        new = adam.step(params + inner, out.theta + out.phi)
+        params, inner = new[: len(params)], new[len(params) :]
+        losses.append(float(out.value))
     tail = losses[-max(1, len(losses) // 10) :]
-    return params, float(np.mean(tail))
+    return params, inner, float(np.mean(tail))
 
 
 def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, progress: bool = True) -> MBResult:
@@ -184,7 +209,8 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
         controller = None
         if it > 0:
             model = TorchOnlineModel(COLLECT_MODE[config.method], spec, dm.to_numpy(state.params), state.stats,
-                                     config.rollouts, config.window, config.inner_lr)  # fmt: skip
+                                     config.rollouts, config.window, config.inner_lr,
+                                     Adaptation.of(config, state.inner))  # fmt: skip
             controller = MPCController(model, build_planner(planner, family), cost, rng, hold=config.decision_steps)
         eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=config.decision_steps)
         save_checked(os.path.join(data_dir, f"iter_{it:04d}.npz"),
@@ -193,7 +219,8 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
         state.env_steps += eps.env_steps
         state.stats = DynamicsStats.from_data(*state.data.transitions())
         torch.manual_seed(int(rng.integers(2**31 - 1)))
-        state.params, loss = fit(config, state.params, state.adam, state.stats, state.data, rng)
+        state.params, state.inner, loss = fit(config, state.params, state.inner, state.adam, state.stats, state.data,
+                                              rng)  # fmt: skip
         state.iteration = it + 1
         row: dict[str, Any] = {
             "iteration": it + 1, "env_steps": state.env_steps, "model_loss": loss,
@@ -214,7 +241,7 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
     heldout = _heldout(config, family, spec, state)
     model_path = os.path.join(out_dir, MODEL_FILE)
     extra = model_extra(config, family, steps)
-    save_dynamics_model(model_path, spec, dm.to_numpy(state.params), state.stats, extra)
+    save_dynamics_model(model_path, spec, dm.to_numpy(state.params), state.stats, extra, dm.to_numpy(state.inner))
     curves.close()
     curves.plot(f"{config.method.upper()} on {config.family} (seed {config.seed})")
     summary = {
@@ -240,12 +267,13 @@ def refit(run_dir: str, out_path: str, *, hidden: tuple[int, ...], train_steps: 
     for path in paths:
         data.add(load_episodes(path))
     stats = DynamicsStats.from_data(*data.transitions())
-    params = dm.init_params(spec, torch.Generator().manual_seed(config.seed))
+    params, inner = _initial(config, spec)
     rng = np.random.default_rng([config.seed, len(paths), 1])
-    params, loss = fit(config, params, Adam(params, config.learning_rate), stats, data, rng)
+    params, inner, loss = fit(config, params, inner, Adam(params + inner, config.learning_rate), stats, data, rng)
     log.info("refit %s with hidden %s: final loss %.4f", run_dir, hidden, loss)
     steps = config.episode_steps or family.horizon
-    save_dynamics_model(out_path, spec, dm.to_numpy(params), stats, model_extra(config, family, steps))
+    extra = model_extra(config, family, steps)
+    save_dynamics_model(out_path, spec, dm.to_numpy(params), stats, extra, dm.to_numpy(inner))
     return out_path
 
 
@@ -257,6 +285,7 @@ def model_extra(config: MBConfig, family: TaskFamily, steps: int) -> dict[str, A
         "action_low": [float(v) for v in family.action_low], "action_high": [float(v) for v in family.action_high],
         "reward_spec": dict(family.reward_spec), "planner": planner_config(config), "window": config.window,
         "inner_lr": config.inner_lr, "decision_steps": config.decision_steps, "train_config": config.to_dict(),
+        "adaptation": describe(config),
     }  # fmt: skip
 
 
@@ -264,8 +293,16 @@ def _heldout(config: MBConfig, family: TaskFamily, spec: DynamicsSpec, state: _S
     return heldout_returns(
         family, spec, dm.to_numpy(state.params), state.stats, COLLECT_MODE[config.method], planner_config(config),
         window=config.window, lr=config.inner_lr, steps=config.eval_steps or family.horizon, seed=config.seed,
-        hold=config.decision_steps,
+        hold=config.decision_steps, adaptation=Adaptation.of(config, state.inner),
     )  # fmt: skip
+
+
+def _initial(config: MBConfig, spec: DynamicsSpec) -> tuple[dm.Params, dm.Params]:
+    """Initial weights (seeded by ``config.seed``) and the initial parameters of GrBAL's inner step."""
+    params = dm.init_params(spec, torch.Generator().manual_seed(config.seed))
+    if config.method != "grbal":
+        return params, []
+    return params, init_inner(MetaSettings.of(config), params, torch.Generator().manual_seed(config.seed + 1))
 
 
 def _progress(config: MBConfig, start: int):  # type: ignore[no-untyped-def]
@@ -280,7 +317,10 @@ class _State:
 
     iteration: int
     params: dm.Params
+    inner: dm.Params
+    """The learned parameters of GrBAL's inner step (Meta-SGD's rates, the LSTM optimizer); [] for SGD."""
     adam: Adam
+    """Over params + inner."""
     stats: DynamicsStats
     data: Dataset
     env_steps: int = 0
@@ -288,9 +328,9 @@ class _State:
 
     @classmethod
     def fresh(cls, config: MBConfig, spec: DynamicsSpec) -> _State:
-        params = dm.init_params(spec, torch.Generator().manual_seed(config.seed))
+        params, inner = _initial(config, spec)
         stats = DynamicsStats.identity(spec.obs_dim, spec.act_dim)
-        return cls(0, params, Adam(params, config.learning_rate), stats, Dataset(config.decision_steps))
+        return cls(0, params, inner, Adam(params + inner, config.learning_rate), stats, Dataset(config.decision_steps))
 
     @classmethod
     def resume(cls, config: MBConfig, spec: DynamicsSpec, out_dir: str) -> _State:
@@ -299,18 +339,21 @@ class _State:
             saved = MBConfig.from_dict(json.load(f))
         if saved.replace(iterations=config.iterations) != config:
             raise ConfigError(f"--resume: {out_dir} was trained with another config (only iterations may change)")
-        n = len(spec.param_shapes())
-        keys = ("iteration", "adam_t", "env_steps", "elapsed_s", "stats", *(f"{k}{i}" for k in "pmv" for i in range(n)))
+        n, k = len(spec.param_shapes()), len(_initial(config, spec)[1])
+        keys = ("iteration", "adam_t", "env_steps", "elapsed_s", "stats", *(f"p{i}" for i in range(n)),
+                *(f"q{i}" for i in range(k)), *(f"{m}{i}" for m in "mv" for i in range(n + k)))  # fmt: skip
 
         def load(path: str) -> _State:
             f = load_checked(path, keys)
             params = [torch.tensor(f[f"p{i}"]) for i in range(n)]
-            adam = Adam(params, config.learning_rate)
-            adam.m, adam.v = [torch.tensor(f[f"m{i}"]) for i in range(n)], [torch.tensor(f[f"v{i}"]) for i in range(n)]
+            inner = [torch.tensor(f[f"q{i}"]) for i in range(k)]
+            adam = Adam(params + inner, config.learning_rate)
+            adam.m = [torch.tensor(f[f"m{i}"]) for i in range(n + k)]
+            adam.v = [torch.tensor(f[f"v{i}"]) for i in range(n + k)]
             adam.t = int(f["adam_t"])
             stats = DynamicsStats.from_dict(json.loads(str(f["stats"])))
-            state = cls(int(f["iteration"]), params, adam, stats, Dataset(config.decision_steps), int(f["env_steps"]),
-                        float(f["elapsed_s"]))  # fmt: skip
+            state = cls(int(f["iteration"]), params, inner, adam, stats, Dataset(config.decision_steps),
+                        int(f["env_steps"]), float(f["elapsed_s"]))  # fmt: skip
             for it in range(state.iteration):  # a checkpoint is only as good as the data it was trained on
                 state.data.add(load_episodes(os.path.join(out_dir, "data", f"iter_{it:04d}.npz")))
             return state
@@ -321,6 +364,7 @@ class _State:
 
     def save(self, directory: str, keep: int = 2) -> None:
         arrays: dict[str, Any] = {f"p{i}": p.numpy() for i, p in enumerate(self.params)}
+        arrays |= {f"q{i}": q.numpy() for i, q in enumerate(self.inner)}
         arrays |= {f"m{i}": m.numpy() for i, m in enumerate(self.adam.m)}
         arrays |= {f"v{i}": v.numpy() for i, v in enumerate(self.adam.v)}
         arrays |= {"iteration": self.iteration, "adam_t": self.adam.t, "env_steps": self.env_steps,

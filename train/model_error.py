@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats
-from metactl.train.torch_online import TorchOnlineModel
+from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 
 def open_loop_error(
@@ -27,6 +27,7 @@ def open_loop_error(
     horizon: int,
     starts_per_episode: int = 20,
     velocity_index: int | None = None,
+    adaptation: Adaptation | None = None,
 ) -> dict[str, list[float]]:
     """Mean normalized squared error after 1..``horizon`` open-loop steps, over ``starts_per_episode`` evenly spread
     start points of each episode (obs [n + 1, d], act [n, a] at the model's step). ``velocity_index``: also the error
@@ -42,7 +43,7 @@ def open_loop_error(
     if not all_obs:
         raise ValueError(f"no episode is longer than window + horizon = {window + horizon} decisions")
     obs, act = np.stack(all_obs), np.stack(all_act)  # [S, M + H + 1, d], [S, M + H, a]
-    model = TorchOnlineModel(mode, spec, params, stats, len(obs), window, lr)
+    model = TorchOnlineModel(mode, spec, params, stats, len(obs), window, lr, adaptation)
     model.reset()
     for j in range(window):  # what the controller has seen when it plans from the start point
         model.observe(obs[:, j], act[:, j], obs[:, j + 1])

@@ -14,6 +14,10 @@ by ONNX graphs (``deploy.model_bundle``). Modes (Nagabandi et al., ICLR 2019, Se
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 from torch.func import vmap
@@ -21,8 +25,58 @@ from torch.func import vmap
 from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, TransitionWindow
 from metactl.controllers.planners import Dynamics
 from metactl.train import dynamics_model as dm
+from metactl.train.inner_steps import SGD, InnerStep, adapt, make_inner_step
+from metactl.train.meta_settings import MetaSettings
 
 MODES = ("grbal", "mb", "mb_de", "rebal")
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Adaptation:
+    """How a model adapts on one window: ``steps`` of ``inner`` (learned parameters ``phi``) on the window's MSE,
+    with iMAML's ``proximal`` term; one SGD step by default (GrBAL as published, MB+DE)."""
+
+    inner: InnerStep
+    phi: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    steps: int = 1
+    proximal: float = 0.0
+
+    def __repr__(self) -> str:  # short: vmap formats its function's repr on every call, and phi can be large
+        return f"Adaptation({self.inner.name}, {len(self.phi)} learned tensors, steps={self.steps}, " \
+               f"proximal={self.proximal})"  # fmt: skip
+
+    @classmethod
+    def sgd(cls, lr: float) -> Adaptation:
+        return cls(SGD(lr))
+
+    @classmethod
+    def of(cls, settings: Any, phi: Sequence[torch.Tensor]) -> Adaptation:
+        """From the meta-learning fields of a config (``MBConfig`` / ``MetaSettings``) and the learned phi."""
+        s = MetaSettings.of(settings)
+        return cls(make_inner_step(s), list(phi), s.inner_steps, s.proximal)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any] | None, inner: Sequence[np.ndarray], lr: float) -> Adaptation:
+        """From a model file's ``adaptation`` record (``meta_learners.describe``) and its inner arrays; None (older
+        models) is one SGD step of ``lr``."""
+        if not record:
+            return cls.sgd(lr)
+        settings = MetaSettings(meta_learner=record["meta_learner"], inner_step=record["inner_step"],
+                                inner_steps=int(record["steps"]), inner_lr=lr,
+                                imaml_lambda=float(record["proximal"]) or 1.0,
+                                lstm_hidden=int(record.get("lstm_hidden", 20)),
+                                lstm_scale=float(record.get("lstm_scale", 0.01)))  # fmt: skip
+        return cls.of(settings, dm.from_numpy(inner))
+
+    def __call__(
+        self, params: dm.Params, stats: dm.TorchStats, obs: torch.Tensor, act: torch.Tensor, nxt: torch.Tensor
+    ) -> dm.Params:
+        """The adapted weights after the window obs [M, d], act [M, a], nxt [M, d]."""
+
+        def loss(p: dm.Params, data: tuple[torch.Tensor, ...]) -> torch.Tensor:
+            return dm.mse(p, stats, *data)
+
+        return adapt(loss, params, (obs, act, nxt), self.inner, self.phi, self.steps, proximal=self.proximal).params
 
 
 def _t(x: np.ndarray) -> torch.Tensor:
@@ -30,7 +84,8 @@ def _t(x: np.ndarray) -> torch.Tensor:
 
 
 class TorchOnlineModel:
-    """E episodes of one trained model in ``mode``; ``window`` = M, ``lr`` the adaptation step size."""
+    """E episodes of one trained model in ``mode``; ``window`` = M, ``lr`` the adaptation step size of plain SGD
+    (``adaptation`` replaces it: the meta-trained inner step of a GrBAL model)."""
 
     def __init__(
         self,
@@ -41,6 +96,7 @@ class TorchOnlineModel:
         envs: int,
         window: int = 16,
         lr: float = 0.01,
+        adaptation: Adaptation | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -51,8 +107,9 @@ class TorchOnlineModel:
         self.params = dm.from_numpy(params)
         self.stats = dm.TorchStats(stats)
         self.window = TransitionWindow(window, envs, spec.obs_dim, spec.act_dim)
-        self._adapt_batch = vmap(dm.adapt_step, in_dims=(0, None, 0, 0, 0, None))
-        self._adapt_shared = vmap(dm.adapt_step, in_dims=(None, None, 0, 0, 0, None))
+        step = adaptation or Adaptation.sgd(lr)
+        self._adapt_batch = vmap(step.__call__, in_dims=(0, None, 0, 0, 0))
+        self._adapt_shared = vmap(step.__call__, in_dims=(None, None, 0, 0, 0))
         self.reset()
 
     def reset(self) -> None:
@@ -74,9 +131,9 @@ class TorchOnlineModel:
                 self.h, self.c = dm.lstm_state(self.params, self.stats, obs, act)
             return
         if self.mode == "grbal" or self.current is None:  # GrBAL restarts from the meta-weights every step
-            after = self._adapt_shared(self.params, self.stats, obs, act, nxt, self.lr)
+            after = self._adapt_shared(self.params, self.stats, obs, act, nxt)
         else:
-            after = self._adapt_batch(self.current, self.stats, obs, act, nxt, self.lr)
+            after = self._adapt_batch(self.current, self.stats, obs, act, nxt)
         # A step that is not finite (e.g. dynamic evaluation diverging) is refused: that episode keeps its weights.
         ok = torch.stack([torch.isfinite(w).flatten(1).all(1) for w in after]).all(0)
         if not bool(ok.all()):
