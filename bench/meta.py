@@ -28,9 +28,11 @@ import numpy as np
 
 from metactl.bench import meta_cheetah as cheetah
 from metactl.bench import meta_sinusoid as sinusoid
+from metactl.bench.meta_budget import Budget
 from metactl.bench.meta_memory import peak_growth_mb
 from metactl.bench.meta_train import Problem, Trained, evaluate_finetuned, evaluate_learned, meta_train, pretrain
-from metactl.report import format_table, write_summary
+from metactl.report import format_table
+from metactl.summary import write_summary
 from metactl.train.inner_steps import Data, make_inner_step
 from metactl.train.meta_settings import MetaSettings
 
@@ -66,34 +68,6 @@ GRIDS: dict[str, dict[str, dict[str, Sequence[Any]]]] = {
 """Per problem, per meta-learner or inner step: the values tried on validation tasks. Everything else is MAML's
 (sinusoid: Finn et al.'s inner step size 0.01, Adam 1e-3, 25 tasks per meta-batch) or GrBAL's (inner step 0.01,
 M = K = 16)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """Sizes of one ``bench meta`` run (the defaults are the documented run; tests pass tiny ones)."""
-
-    seeds: int = 3
-    """Independently trained models per row (the reported seeds 0..seeds-1; selection uses its own seed)."""
-    sinusoid_steps: int = 2000
-    """Meta-steps (Adam steps on the meta-gradient) per sinusoid model; MAML's paper ran 70k."""
-    sinusoid_batch: int = 25
-    """Tasks per sinusoid meta-batch (MAML's 25)."""
-    cheetah_steps: int = 1000
-    """Meta-steps per HalfCheetah dynamics model."""
-    cheetah_batch: int = 16
-    """Windows (M + K transitions) per HalfCheetah meta-batch."""
-    test_tasks: int = 200
-    """Fixed test tasks (sinusoids; joint-0 windows) every model is scored on."""
-    val_tasks: int = 100
-    """Fixed validation tasks (other sinusoids; joint-5 windows) hyperparameters are chosen on."""
-    cheetah_episodes: int = 20
-    """Episodes per disabled joint (half random actions, half gaits), for training and again for evaluation."""
-    cheetah_episode_steps: int = 500
-    """Control steps per collected HalfCheetah episode."""
-    outer_lr: float = 1e-3
-    """Adam step size of the outer optimization (MAML's and GrBAL's 1e-3), the baseline's too."""
-    memory: bool = True
-    """Measure peak memory per meta-step (one fresh process per row, ~3 s each)."""
 
 
 @dataclasses.dataclass

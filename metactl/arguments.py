@@ -12,6 +12,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import tyro
 
+from metactl.bench.meta_budget import Budget
+
 Unset = Annotated[str, tyro.conf.arg(metavar="PATH")]
 
 
@@ -281,6 +283,20 @@ class BenchFuzz:
     """Output folder."""
     frames: int = 1_000_000
     """Frames to feed the decoder."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchMeta:
+    """MAML, first-order MAML, iMAML, Evo-MAML and the inner steps (SGD, Meta-SGD, LSTM) on the sinusoid and on
+    HalfCheetah dynamics: error after 1 and 10 steps, time and memory per meta-step, choices made on validation."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.meta:bench_meta"
+    out: str = "runs/bench_meta"
+    """Output folder."""
+    problems: tuple[Literal["sinusoid", "cheetah"], ...] = ("sinusoid", "cheetah")
+    """Which problems to run."""
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    """Sizes of the run."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,8 +32,12 @@ from metactl import commands
 from metactl.arguments import (
     BenchES,
     BenchFaults,
+    BenchFirmware,
+    BenchFirmwareLoop,
     BenchFuzz,
+    BenchInference,
     BenchLoop,
+    BenchMeta,
     BenchMPC,
     BenchRollout,
     Demo,
@@ -78,6 +82,10 @@ COMMANDS: dict[str, Leaf | dict[str, Leaf]] = {
         "fuzz": (BenchFuzz, commands.bench),
         "faults": (BenchFaults, commands.bench),
         "mpc": (BenchMPC, commands.bench),
+        "meta": (BenchMeta, commands.bench),
+        "firmware": (BenchFirmware, commands.bench),
+        "inference": (BenchInference, commands.bench),
+        "firmware-loop": (BenchFirmwareLoop, commands.bench),
     },
 }
 """``metactl <command> [<what>]`` -> (argument dataclass, the function that runs it)."""

@@ -342,7 +342,7 @@ def bench(cmd: Any) -> dict[str, Any]:
     import importlib
 
     module, name = cmd.RUNS_WITH.split(":")
-    kwargs = dataclasses.asdict(cmd)
+    kwargs = {f.name: getattr(cmd, f.name) for f in dataclasses.fields(cmd)}  # nested settings stay dataclasses
     kwargs["out_dir"] = kwargs.pop("out")
     return getattr(importlib.import_module(module), name)(**kwargs)
 

@@ -68,8 +68,9 @@ def run_episodes(
     decisions). Terminated episodes keep being stepped but record nothing. A controller's model that can read
     the simulator (the oracle) is attached to the batch."""
     batch = family.make_batch(tasks)
-    if controller is not None and hasattr(controller.model, "attach"):
-        controller.model.attach(batch)
+    model = getattr(controller, "model", None)  # a plain policy (bench meta's gaits) has no model
+    if model is not None and hasattr(model, "attach"):
+        model.attach(batch)
     e = len(tasks)
     obs = np.zeros((e, steps + 1, family.obs_dim))
     act = np.zeros((e, steps, family.act_dim))
