@@ -1,0 +1,21 @@
+"""``metactl bench rollout`` at a tiny size: every rate and ratio is measured and written (a smoke test of the
+benchmark's plumbing; its numbers are not asserted, they are the benchmark's job)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from metactl.bench.rollout import bench_rollout
+
+
+def test_bench_rollout_writes_every_rate_and_ratio(tmp_path):
+    s = bench_rollout(str(tmp_path), steps=128, repeats=1, ray=False)
+    rates = {"raw_physics", "ours_rollout", "ours_gymnasium_env", "gymnasium_halfcheetah_v5"}
+    assert set(s["control_steps_per_s"]) == rates
+    for key in ("ratio_vs_raw_physics", "env_ratio_vs_gymnasium", "env_ratio_ceiling", "speedup_2_workers"):
+        assert math.isfinite(s[key]) and s[key] > 0, key
+    # the ceiling leaves out everything but physics and the policy, so no env step can beat it by much
+    assert s["env_ratio_vs_gymnasium"] < 1.5 * s["env_ratio_ceiling"]
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["ray_vs_local"] is None and "versions" in written
