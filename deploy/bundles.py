@@ -38,9 +38,16 @@ def _model(directory: str, meta: md.BundleMetadata) -> DeployedBundle:
     return ModelBundle.load(directory, meta)  # type: ignore[arg-type]
 
 
+def _rl2(directory: str, meta: md.BundleMetadata) -> DeployedBundle:
+    from metactl.deploy.rl2_bundle import RL2Bundle
+
+    return RL2Bundle.load(directory, meta)  # type: ignore[arg-type]
+
+
 LOADERS: dict[str, Callable[[str, md.BundleMetadata], DeployedBundle]] = {
     md.POLICY_KIND: _policy,
     md.MODEL_KIND: _model,
+    md.RL2_KIND: _rl2,
 }
 """Bundle kind -> how to open it (its metadata already parsed)."""
 

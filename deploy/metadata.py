@@ -33,8 +33,13 @@ METADATA_FILE = "metadata.json"
 OPSET = 17
 """ONNX opset of exported graphs; onnxruntime >= 1.14 runs it."""
 
-POLICY_KIND, MODEL_KIND = "policy", "model"
+POLICY_KIND, MODEL_KIND, RL2_KIND = "policy", "model", "rl2"
 ONNX_FILE = "policy.onnx"
+RL2_FILE = "rl2_step.onnx"
+"""An RL² bundle's GRU step: inputs obs, prev_action, prev_reward [1, 1], prev_done [1, 1], h [1, H]; outputs
+action, h_next."""
+MAX_TRIAL_EPISODES = 10_000
+"""Most episodes an RL² trial may carry its state over."""
 DYNAMICS_FILE, ADAPT_FILE, RECURRENT_FILE = "dynamics.onnx", "adapt.onnx", "recurrent_step.onnx"
 MODEL_METHODS = ("grbal", "rebal", "mb")
 INNER_STEPS = ("sgd", "meta_sgd", "lstm")
@@ -196,9 +201,10 @@ class BundleMetadata:
                 f"bundle {f.source}: format_version {version!r:.20} is not supported by this runtime (it reads "
                 f"version {FORMAT_VERSION}); re-export the bundle with `metactl export` of this metactl version"
             )
-        got = f.str("bundle_kind", (POLICY_KIND, MODEL_KIND))
+        got = f.str("bundle_kind", (POLICY_KIND, MODEL_KIND, RL2_KIND))
         if got != kind:
-            names = {POLICY_KIND: "an ES policy", MODEL_KIND: "a dynamics model (run with MPC)"}
+            names = {POLICY_KIND: "an ES policy", MODEL_KIND: "a dynamics model (run with MPC)",
+                     RL2_KIND: "an RL² recurrent policy"}  # fmt: skip
             raise BundleError(f"bundle {f.source} holds {names[got]}, but this needs {names[kind]}; pass a bundle of "
                               "the right kind (`metactl run` picks the runtime from the bundle itself)")  # fmt: skip
         obs = f.names("observation_names")
@@ -386,9 +392,33 @@ class ModelMetadata(BundleMetadata):
         return dataclasses.replace(meta, files=f.files("files", meta.graph_files))
 
 
+@dataclasses.dataclass(frozen=True)
+class RL2Metadata(BundleMetadata):
+    """An RL² bundle (Duan et al. 2016): ``rl2_step.onnx``, one GRU step whose hidden state [1, ``hidden``] is an
+    input and an output, carried over the ``episodes_per_trial`` episodes of a trial it was trained on."""
+
+    kind: ClassVar[str] = RL2_KIND
+    hidden: int = 1
+    episodes_per_trial: int = 1
+
+    @classmethod
+    def parse(cls, data: Any, source: str) -> RL2Metadata:
+        f = _Fields(data, source)
+        common = cls._common(f, RL2_KIND)
+        rl2 = f.obj("rl2")
+        if rl2.raw("discrete") is not False:
+            raise rl2.fail("discrete", "must be false (the robot runs continuous actions)")
+        return cls(
+            **{**common, "files": f.files("files", (RL2_FILE,))},
+            hidden=rl2.int("hidden", 1, 4096),
+            episodes_per_trial=rl2.int("episodes_per_trial", 1, MAX_TRIAL_EPISODES),
+        )
+
+
 PARSERS: dict[str, Callable[[Any, str], BundleMetadata]] = {
     POLICY_KIND: PolicyMetadata.parse,
     MODEL_KIND: ModelMetadata.parse,
+    RL2_KIND: RL2Metadata.parse,
 }
 """Bundle kind -> its metadata parser."""
 

@@ -51,6 +51,9 @@ class Controller(Protocol):
     def applied(self, sent: np.ndarray) -> None:
         """The command really sent (after the safety layer and the actuator limits) for the last ``act``."""
 
+    # Optional: ``rewarded(reward: float) -> None``, called with each step's reward before the next ``act``
+    # (0 when the robot's answer was lost), for a controller whose policy reads rewards (RL²).
+
 
 class PolicyController:
     """A policy graph with a fixed parameter vector (ES-MAML's queries and evaluations): stateless."""
@@ -176,6 +179,7 @@ class RobotSession:
             observations.append(state.obs)
         total, length = 0.0, 0
         cmd = sent = safety.safe_command  # what the previous cycle sent (logged with the state it caused)
+        rewarded = getattr(controller, "rewarded", None)
         timer.start()
         for step in range(steps + 1):
             timer.wait()
@@ -190,6 +194,8 @@ class RobotSession:
                 else:  # the answer never came: this transition's reward is unknown, not the last one again
                     self.missed_steps += 1
                     log_fn("/fault", {"source": "runtime", "code": "missed_reply", "episode": index, "step": step - 1})
+                if rewarded is not None:
+                    rewarded(state.reward if state.fresh else 0.0)
                 if observations is not None:
                     observations.append(state.obs)
                 log_fn("/state", {"episode": index, "step": step - 1, "t": state.t, "obs": state.obs,

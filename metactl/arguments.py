@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import tyro
 
 from metactl.bench.meta_budget import Budget
+from metactl.bench.rl2_budget import RL2Budget
 
 Unset = Annotated[str, tyro.conf.arg(metavar="PATH")]
 
@@ -60,6 +61,19 @@ class TrainModelBased:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainRL2:
+    """Train an RL² GRU policy with PPO (Duan et al. 2016): bandits, tabular MDPs or a locomotion family."""
+
+    out: Unset = tyro.MISSING
+    """Output folder: rl2.npz, config.json, metrics.csv, summary.json."""
+    settings: Annotated[Any, tyro.conf.arg(name="")] = None
+    progress: bool = True
+    """Show a progress bar."""
+    threads: int = 1
+    """Torch threads."""
+
+
+@dataclasses.dataclass(frozen=True)
 class Export:
     """Export a trained policy or dynamics model: an ONNX bundle, the policy as C, or a firmware built around it."""
 
@@ -101,8 +115,9 @@ class Run:
     """Serial robot: device path or pyserial URL (overrides [serial] port)."""
     time_scale: float | None = None
     """Pace at the control rate x this (default: 1 on hardware, 0 = unpaced in simulation)."""
-    mode: Literal["grbal", "rebal", "mb", "mb_de"] | None = None
-    """Model bundles: run as (default: the bundle's method; mb: frozen model; mb_de: dynamic evaluation)."""
+    mode: Literal["grbal", "rebal", "mb", "mb_de", "rl2", "rl2_reset"] | None = None
+    """Model bundles: run as (default: the bundle's method; mb: frozen model; mb_de: dynamic evaluation); RL²
+    bundles: rl2 (state carried over the episodes) or rl2_reset (zeroed every episode, the ablation)."""
     progress: bool = True
     """Log every episode."""
     live: int | None = None
@@ -296,6 +311,20 @@ class BenchMeta:
     problems: tuple[Literal["sinusoid", "cheetah"], ...] = ("sinusoid", "cheetah")
     """Which problems to run."""
     budget: Budget = dataclasses.field(default_factory=Budget)
+    """Sizes of the run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchRL2:
+    """RL² vs random, greedy, epsilon-greedy, UCB1, Thompson, Gittins (bandits) and PSRL (tabular MDPs): total
+    reward per trial, mean ± standard error on the same held-out tasks."""
+
+    RUNS_WITH: ClassVar[str] = "metactl.bench.rl2:bench_rl2"
+    out: str = "runs/bench_rl2"
+    """Output folder."""
+    families: tuple[Literal["bandit", "mdp"], ...] = ("bandit", "mdp")
+    """Which tables to make."""
+    budget: RL2Budget = dataclasses.field(default_factory=RL2Budget)
     """Sizes of the run."""
 
 

@@ -39,6 +39,7 @@ from metactl.arguments import (
     BenchLoop,
     BenchMeta,
     BenchMPC,
+    BenchRL2,
     BenchRollout,
     Demo,
     Emulate,
@@ -51,6 +52,7 @@ from metactl.arguments import (
     Sim2Real,
     TrainES,
     TrainModelBased,
+    TrainRL2,
 )
 from metactl.commands import UserError
 
@@ -66,6 +68,7 @@ COMMANDS: dict[str, Leaf | dict[str, Leaf]] = {
     "train": {
         "es": (TrainES, commands.train_es),
         **{m: (TrainModelBased, commands.train_model_based) for m in ("grbal", "rebal", "mb")},
+        "rl2": (TrainRL2, commands.train_rl2),
     },
     "export": (Export, commands.export),
     "run": (Run, commands.run),
@@ -83,6 +86,7 @@ COMMANDS: dict[str, Leaf | dict[str, Leaf]] = {
         "faults": (BenchFaults, commands.bench),
         "mpc": (BenchMPC, commands.bench),
         "meta": (BenchMeta, commands.bench),
+        "rl2": (BenchRL2, commands.bench),
         "firmware": (BenchFirmware, commands.bench),
         "inference": (BenchInference, commands.bench),
         "firmware-loop": (BenchFirmwareLoop, commands.bench),
@@ -119,12 +123,16 @@ def _usage(path: list[str], node: dict[str, Any], got: list[str]) -> None:
 
 def _default(path: list[str], cls: type, argv: list[str]) -> Any:
     """The default instance a leaf is parsed against: training commands start from a preset or a saved config."""
-    if cls not in (TrainES, TrainModelBased):
+    if cls not in (TrainES, TrainModelBased, TrainRL2):
         return None
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     pre.add_argument("--family")
     known, _ = pre.parse_known_args(argv)
+    if cls is TrainRL2:  # the family's RL² preset
+        from metactl.train.rl2_config import preset
+
+        return cls(out=tyro.MISSING, settings=preset(known.family or "bandit"))
     from metactl.train.config_files import initial_config
 
     return cls(out=tyro.MISSING, settings=initial_config(path[-1], known.config, known.family))

@@ -61,6 +61,30 @@ def train_model_based(cmd: cli.TrainModelBased) -> dict[str, Any]:
     return s
 
 
+def train_rl2(cmd: cli.TrainRL2) -> dict[str, Any]:
+    """RL² (Duan et al. 2016): a GRU policy trained with PPO over trials of ``episodes`` episodes."""
+    from metactl.train.rl2 import train_rl2 as run_rl2
+
+    torch_threads(cmd.threads)
+    config = cmd.settings
+    try:
+        result = run_rl2(config, cmd.out, progress=cmd.progress)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    s = result.summary
+    row = (s["iterations"], s["trials_seen"], s["env_steps"], f"{s['wall_s']:.0f}",
+           f"{s['heldout_trial_reward_mean']:.2f} ± {s['heldout_trial_reward_se']:.2f}")  # fmt: skip
+    title = f"metactl train rl2: {config.family}, {config.episodes} episodes per trial, seed {config.seed}"
+    print(format_table(title, ("iterations", "trials", "env steps", "wall s", "held-out reward per trial"), [row]))
+    if "test_episode_returns" in s:  # locomotion: the family's test tasks, return of each episode of one trial
+        runs = [s[f"test_episode_returns{k}"] for k in ("", "_state_reset", "_zero_action")]
+        rows = [(json.dumps(t), *(" / ".join(f"{x:.1f}" for x in r[i]) for r in runs))
+                for i, t in enumerate(s["test_tasks"])]  # fmt: skip
+        print(format_table("held-out test tasks: return per episode", ("task", "RL²", "state reset", "zero"), rows))
+    print(f"model: {result.model_path}")
+    return s
+
+
 def export(cmd: cli.Export) -> dict[str, Any]:
     """ONNX bundle of a policy or a dynamics model (picked from the run's files), or the policy as C / firmware."""
     if cmd.target != "onnx":
@@ -68,7 +92,13 @@ def export(cmd: cli.Export) -> dict[str, Any]:
     run = cmd.run
     model = os.path.join(run, "model.npz") if os.path.isdir(run) else run
     policy = os.path.join(run, "policy.npz") if os.path.isdir(run) else run
-    if os.path.basename(model) == "model.npz" and os.path.isfile(model):
+    rl2 = os.path.join(run, "rl2.npz") if os.path.isdir(run) else run
+    if os.path.basename(rl2) == "rl2.npz" and os.path.isfile(rl2):
+        from metactl.deploy.rl2_export import export_rl2_bundle
+
+        export_rl2_bundle(rl2, cmd.out)
+        source = rl2
+    elif os.path.basename(model) == "model.npz" and os.path.isfile(model):
         from metactl.deploy.model_export import export_model_bundle
 
         export_model_bundle(model, cmd.out)

@@ -13,7 +13,7 @@ FORBIDDEN = (
 ROBOT_MODULES = (
     "runtime", "bundles", "policy_bundle", "model_bundle", "links", "sim_robot", "hardware_config", "report",
     "serial_robot", "session", "transport", "protocol", "run_logger", "safety", "pacing",
-    "protocol2", "controller_link", "controller_session", "fold", "c_export",
+    "protocol2", "controller_link", "controller_session", "fold", "c_export", "rl2_bundle",
 )  # fmt: skip
 
 
@@ -68,3 +68,28 @@ def test_the_robot_install_requires_no_simulator_and_no_torch() -> None:
     required = [r for r in importlib.metadata.requires("metactl") or [] if "extra ==" not in r]
     names = {r.split(";")[0].split("[")[0].split("<")[0].split(">")[0].split("=")[0].strip().lower() for r in required}
     assert names == {"numpy", "onnxruntime", "pyserial", "tyro"}
+
+
+def test_an_rl2_bundle_steps_its_gru_without_torch(tmp_path) -> None:
+    """RL²'s adaptation is its GRU state, stepped by onnxruntime: the robot never needs torch."""
+    from metactl.deploy.rl2_export import export_rl2_bundle
+    from metactl.train.rl2 import train_rl2
+    from metactl.train.rl2_config import RL2Config
+
+    tiny = RL2Config(family="halfcheetah_fb", episodes=2, episode_len=5, iterations=1, trials=2, minibatches=1,
+                     hidden=8, eval_trials=2)  # fmt: skip
+    bundle = export_rl2_bundle(train_rl2(tiny, str(tmp_path / "run")).model_path, str(tmp_path / "bundle"))
+    code = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from metactl.deploy.bundles import load_bundle\n"
+        "c = load_bundle(sys.argv[1]).controller()\n"
+        "for episode in range(2):\n"
+        "    c.reset()\n"
+        "    for t in range(5):\n"
+        "        c.applied(c.act(np.zeros(c.bundle.obs_dim), True))\n"
+        "        c.rewarded(0.5)\n"
+        f"print(json.dumps([m for m in {FORBIDDEN!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, bundle], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert json.loads(out.stdout) == []
