@@ -286,3 +286,13 @@ def test_export_target_c_and_firmware(hc_cli_bundle, tmp_path):
         assert os.access(json.load(f)["program"], os.X_OK)
     proc = metactl("export", "--run", hc_cli_bundle, "--out", str(tmp_path / "x"), "--target", "firmware")
     assert_one_line_error(proc, "--target firmware needs --config")
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback():
+    """``metactl ... --help | head -1``: the pipe is closed before the help is written; no traceback follows."""
+    proc = subprocess.Popen([sys.executable, "-m", "metactl.cli", "bench", "rl2", "--help"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    proc.stdout.close()  # before the interpreter has even imported metactl
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err
