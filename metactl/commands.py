@@ -7,6 +7,7 @@ the command's summary dict; a run that did not complete as asked carries ``exit_
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -90,26 +91,18 @@ def export(cmd: cli.Export) -> dict[str, Any]:
     if cmd.target != "onnx":
         return _export_native(cmd)
     run = cmd.run
-    model = os.path.join(run, "model.npz") if os.path.isdir(run) else run
-    policy = os.path.join(run, "policy.npz") if os.path.isdir(run) else run
-    rl2 = os.path.join(run, "rl2.npz") if os.path.isdir(run) else run
-    if os.path.basename(rl2) == "rl2.npz" and os.path.isfile(rl2):
-        from metactl.deploy.rl2_export import export_rl2_bundle
-
-        export_rl2_bundle(rl2, cmd.out)
-        source = rl2
-    elif os.path.basename(model) == "model.npz" and os.path.isfile(model):
-        from metactl.deploy.model_export import export_model_bundle
-
-        export_model_bundle(model, cmd.out)
-        source = model
-    elif os.path.isfile(policy):
-        from metactl.deploy.export import export_bundle
-
-        export_bundle(policy, cmd.out)
-        source = policy
-    else:
+    # (the run's file, its exporter); a file given directly goes by its name, any other file is a policy
+    exporters = (("rl2.npz", "metactl.deploy.rl2_export:export_rl2_bundle"),
+                 ("model.npz", "metactl.deploy.model_export:export_model_bundle"),
+                 ("policy.npz", "metactl.deploy.export:export_bundle"))  # fmt: skip
+    candidates = ((os.path.join(run, name) if os.path.isdir(run) else run, name, target) for name, target in exporters)
+    found = next(((path, target) for path, name, target in candidates
+                  if os.path.isfile(path) and name in ("policy.npz", os.path.basename(path))), None)  # fmt: skip
+    if found is None:
         raise UserError(f"no trained policy or model at {run}; pass --run with a 'metactl train' --out folder")
+    source, target = found
+    module, function = target.split(":")
+    getattr(importlib.import_module(module), function)(source, cmd.out)
     with open(os.path.join(cmd.out, "metadata.json")) as f:
         meta = json.load(f)
     summary = {
@@ -369,8 +362,6 @@ def _planner_override(cmd: cli.Eval) -> dict[str, Any]:
 
 def bench(cmd: Any) -> dict[str, Any]:
     """Every ``metactl bench <what>`` argument class names its function (``RUNS_WITH``); its fields are the keywords."""
-    import importlib
-
     module, name = cmd.RUNS_WITH.split(":")
     kwargs = {f.name: getattr(cmd, f.name) for f in dataclasses.fields(cmd)}  # nested settings stay dataclasses
     kwargs["out_dir"] = kwargs.pop("out")
