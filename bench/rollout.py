@@ -67,12 +67,29 @@ def _replay(family: Any, task: Any, policy: Any, batch: int, horizon: int) -> fl
     recording.t = 0  # type: ignore[attr-defined]
     sim.rollout(b, recording, list(range(batch)), horizon)
     b.reset(list(range(batch)))
-    pairs = list(zip(b.models, b.datas, strict=True))
+    pairs = [(m, b.data(i)) for i, m in enumerate(b.models)]  # one MjData each, in the batch's initial states
     t0 = time.perf_counter()
     for t in range(horizon):
         for (m, d), u in zip(pairs, controls[t], strict=True):
             d.ctrl[:] = u
             mujoco.mj_step(m, d, FRAME_SKIP)
+    return time.perf_counter() - t0
+
+
+def _replay_env(start: tuple[np.ndarray, np.ndarray], controls: np.ndarray) -> float:
+    """Seconds of bare ``mj_step`` replaying the env loop's controls from its initial state: its physics alone."""
+    import mujoco
+
+    from metactl.sim.locomotion import FRAME_SKIP, base_model
+
+    model = base_model("half_cheetah.xml")
+    data = mujoco.MjData(model)
+    data.qpos[:], data.qvel[:] = start
+    mujoco.mj_forward(model, data)
+    t0 = time.perf_counter()
+    for u in controls:
+        data.ctrl[:] = u
+        mujoco.mj_step(model, data, FRAME_SKIP)
     return time.perf_counter() - t0
 
 
@@ -115,22 +132,47 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
     rates["raw_physics"] = batch * horizon / _best(lambda: _replay(family, task, policy, batch, horizon), repeats)
     rates["ours_rollout"] = batch * horizon / _best(ours, repeats)
 
-    def env_loop(env: Any) -> float:
-        obs, _ = env.reset(seed=0)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            obs, *_ = env.step(spec.forward(w, obs[None])[0].astype(np.float32))
-        return time.perf_counter() - t0
-
     ours_env = gymnasium.make(family.env_id).unwrapped
     ours_env.set_task(task)
-    rates["ours_gymnasium_env"] = steps / _best(lambda: env_loop(ours_env), repeats)
+    obs0, _ = ours_env.reset(seed=0)
+    start = (ours_env._sim.qpos[0].copy(), ours_env._sim.qvel[0].copy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gym_env = gymnasium.make("HalfCheetah-v5").unwrapped
-    rates["gymnasium_halfcheetah_v5"] = steps / _best(lambda: env_loop(gym_env), repeats)
+    env_controls = np.zeros((steps, family.act_dim))
+    last_obs: dict[str, np.ndarray] = {}
 
-    def policy_loop() -> float:  # the env loops' own policy cost, so the ceiling below is known
+    def env_loop(env: Any, record: bool = False) -> tuple[float, float]:
+        """Seconds of the whole loop (policy + env) and of its ``env.step`` calls alone. Both envs start from the
+        same state and so run the same trajectory, bit for bit (the same physics and policy): the same contact
+        work, so the ratios are the cost of the env itself."""
+        env.reset(seed=0)
+        if env is gym_env:
+            env.set_state(*start)
+        obs, in_step, clock = obs0, 0.0, time.perf_counter
+        t0 = clock()
+        for t in range(steps):
+            action = spec.forward(w, obs[None])[0].astype(np.float32)
+            if record:
+                env_controls[t] = action
+            t1 = clock()
+            obs, *_ = env.step(action)
+            in_step += clock() - t1
+        elapsed = clock() - t0
+        last_obs[type(env).__name__] = obs
+        return elapsed, in_step
+
+    def best_loop(env: Any) -> tuple[float, float]:
+        runs = [env_loop(env) for _ in range(repeats)]
+        return min(r[0] for r in runs), min(r[1] for r in runs)
+
+    env_loop(ours_env, record=True)
+    ours_loop, ours_step = best_loop(ours_env)
+    gym_loop, gym_step = best_loop(gym_env)
+    rates["ours_gymnasium_env"], rates["gymnasium_halfcheetah_v5"] = steps / ours_loop, steps / gym_loop
+    env_physics_s = _best(lambda: _replay_env(start, np.clip(env_controls, -1, 1)), repeats) / steps
+
+    def policy_loop() -> float:  # the env loops' own policy cost, so the loop's ceiling below is known
         obs = np.zeros((1, family.obs_dim))
         t0 = time.perf_counter()
         for _ in range(steps):
@@ -180,9 +222,19 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
         "control_steps_per_s": rates,
         "ratio_vs_raw_physics": rates["ours_rollout"] / rates["raw_physics"],
         "ratio_vs_gymnasium": rates["ours_rollout"] / rates["gymnasium_halfcheetah_v5"],
-        "env_ratio_vs_gymnasium": rates["ours_gymnasium_env"] / rates["gymnasium_halfcheetah_v5"],
-        # an env with no cost beyond physics and the loop's policy: the most any env step can reach
-        "env_ratio_ceiling": (1 / rates["gymnasium_halfcheetah_v5"]) / (1 / rates["raw_physics"] + policy_s),
+        # env.step alone (the loop's policy excluded), on the same trajectory
+        "env_ratio_vs_gymnasium": gym_step / ours_step,
+        "env_step_us": {
+            "ours": 1e6 * ours_step / steps,
+            "gymnasium": 1e6 * gym_step / steps,
+            "physics": 1e6 * env_physics_s,
+        },
+        "env_same_trajectory": bool(np.array_equal(*last_obs.values())),
+        # an env with no cost beyond the physics of its trajectory: the most any env step can reach
+        "env_ratio_ceiling": (gym_step / steps) / env_physics_s,
+        # the whole loop, policy included (the policy's cost is the same in both)
+        "env_loop_ratio_vs_gymnasium": gym_loop / ours_loop,
+        "env_loop_ratio_ceiling": (gym_loop / steps) / (env_physics_s + policy_s),
         "speedup_2_raw_physics": speedup_raw,
         "speedup_2_workers": t_one / t_two,
         "ray_vs_local": ray_vs_local,
@@ -200,8 +252,11 @@ def _print(s: dict[str, Any]) -> None:
     rows2 = [
         ("ratio_vs_raw_physics", f"{s['ratio_vs_raw_physics']:.3f}", ">= 0.95"),
         ("ratio_vs_gymnasium", f"{s['ratio_vs_gymnasium']:.3f}", ">= 1.6"),
-        ("env_ratio_vs_gymnasium", f"{s['env_ratio_vs_gymnasium']:.3f}", ">= 1.2"),
-        ("env_ratio_ceiling", f"{s['env_ratio_ceiling']:.3f}", "physics + policy only"),
+        ("env_ratio_vs_gymnasium", f"{s['env_ratio_vs_gymnasium']:.3f}", ">= 1.2 (env.step alone)"),
+        ("env_ratio_ceiling", f"{s['env_ratio_ceiling']:.3f}", "physics only"),
+        ("env_loop_ratio_vs_gymnasium", f"{s['env_loop_ratio_vs_gymnasium']:.3f}", "policy + env.step"),
+        ("env_loop_ratio_ceiling", f"{s['env_loop_ratio_ceiling']:.3f}", "physics + policy only"),
+        ("env_same_trajectory", str(s["env_same_trajectory"]), "True: the same physics work"),
         ("speedup_2_raw_physics", f"{s['speedup_2_raw_physics']:.3f}", "the parallel limit"),
         ("speedup_2_workers", f"{s['speedup_2_workers']:.3f}", f">= {0.95 * s['speedup_2_raw_physics']:.3f}"),
         ("ray_vs_local (time)", ray, "<= 1.10"),

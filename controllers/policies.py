@@ -15,6 +15,7 @@ non-finite command into the safe command and counts it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from typing import Any
 
@@ -50,14 +51,20 @@ class PolicySpec:
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
             raise PolicyError("action_low/action_high must have act_dim entries")
 
-    @property
+    @functools.cached_property
     def layer_sizes(self) -> tuple[int, ...]:
         return (self.obs_dim, *self.hidden, self.act_dim)
 
-    @property
+    @functools.cached_property
     def num_params(self) -> int:
         sizes = self.layer_sizes
         return sum(i * o + o for i, o in itertools.pairwise(sizes))
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(low, high, high - low) as arrays, made once: ``forward`` runs once per control step."""
+        low, high = np.asarray(self.action_low, dtype=np.float64), np.asarray(self.action_high, dtype=np.float64)
+        return low, high, high - low
 
     def unflatten(self, params: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Views (W [..., in, out], b [..., out]) per layer; ``params`` is [P] or [N, P]."""
@@ -91,9 +98,10 @@ class PolicySpec:
         for w, b in layers:
             x = x @ w + b if w.ndim == 2 else np.einsum("ni,nio->no", x, w) + b
             x = np.tanh(x)
-        low, high = np.asarray(self.action_low), np.asarray(self.action_high)
-        action = low + 0.5 * (x + 1.0) * (high - low)
-        return np.clip(action, low, high)  # NaN propagates (as in the ONNX graph and the C export): see the module doc
+        low, high, span = self._bounds
+        action = low + 0.5 * (x + 1.0) * span
+        # clipped; NaN propagates (as in the ONNX graph and the C export): see the module doc
+        return np.minimum(np.maximum(action, low, out=action), high, out=action)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

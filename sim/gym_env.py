@@ -64,14 +64,15 @@ class TaskFamilyEnv(gymnasium.Env):
         return obs, {}
 
     def step(self, action: np.ndarray):  # type: ignore[override]
-        obs, reward, terminated = self._step(np.asarray(action, dtype=np.float64))
+        obs, reward, terminated = self._step(action)
         self._t += 1
-        self._show(obs)
-        return obs.copy(), reward, terminated, self._t >= self._horizon, {}
+        if self.render_mode is not None:
+            self._show(obs)
+        return obs, reward, terminated, self._t >= self._horizon, {}
 
     def _step_batch(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        obs, reward, terminated = self._sim.step(action[None])
-        return obs[0], float(reward[0]), bool(terminated[0])
+        obs, reward, terminated = self._sim.step(np.asarray(action, dtype=np.float64)[None])
+        return obs[0].copy(), float(reward[0]), bool(terminated[0])
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
         """The current frame [240, 320, 3] uint8 ("rgb_array"); "human" draws in the viewer as the env steps."""
@@ -82,7 +83,7 @@ class TaskFamilyEnv(gymnasium.Env):
 
             self._renderer = SceneRenderer(self.family, self.task)
         self._renderer.observe(self._obs)
-        return self._renderer.frame(live=self._sim.datas[0] if hasattr(self._sim, "datas") else None)
+        return self._renderer.frame(live=self._sim.data(0) if hasattr(self._sim, "data") else None)
 
     def _show(self, obs: np.ndarray) -> None:
         self._obs = obs
@@ -91,12 +92,15 @@ class TaskFamilyEnv(gymnasium.Env):
 
     def _human(self) -> None:
         """MuJoCo's interactive viewer on the simulated robot itself (needs a display)."""
-        if not hasattr(self._sim, "models"):
+        if not hasattr(self._sim, "data"):
             raise gymnasium.error.Error(f"render_mode 'human' needs a MuJoCo family; {self.family.name} is 2-D")
         if self._viewer is None:
             import mujoco.viewer
 
-            self._viewer = mujoco.viewer.launch_passive(self._sim.models[0], self._sim.datas[0])
+            self._shown = self._sim.data(0)
+            self._viewer = mujoco.viewer.launch_passive(self._sim.models[0], self._shown)
+        with self._viewer.lock():
+            self._sim.data(0, self._shown)
         self._viewer.sync()
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 
 import gymnasium
 import mujoco
+import mujoco.batch
 import numpy as np
 
 from metactl.sim.tasks import BatchSim, ChangeTask, DirectionTask, Task, TaskFamily, VelocityTask
@@ -88,12 +89,13 @@ def signal_names(model: mujoco.MjModel, qpos_skip: int) -> tuple[tuple[str, ...]
 
 
 class MujocoBatch(BatchSim):
-    """One ``MjData`` per task; tasks with the same ``family.model_key`` (by default the mass scale) share one
-    ``MjModel``.
+    """N simulations on one ``mujoco.batch.Batch``: each instance runs on its task's ``MjModel`` (tasks with the same
+    ``family.model_key``, by default the mass scale, share one).
 
-    The step is the hot path of every rollout: per instance it sets the control, steps the
-    physics and copies qpos/qvel straight into a preallocated observation buffer; the
-    reward is computed once for the whole batch.
+    The step is the hot path of every rollout. MuJoCo's batch steps every instance in one C call (bit-identical to
+    ``mj_step`` on one ``MjData`` each) and keeps their states as rows of one array, so controls are written and
+    observations read for the whole batch at once: the Python cost of a step does not grow with N.
+    ``qpos`` / ``qvel`` [N, ...] are live views of those rows; ``data(i)`` is instance i as an ``MjData``.
     """
 
     def __init__(self, family: LocomotionFamily, tasks: Sequence[Task]):
@@ -107,14 +109,20 @@ class MujocoBatch(BatchSim):
 
         starts = [t.first if isinstance(t, ChangeTask) else t for t in tasks]
         self.models = [model(t) for t in starts]
-        self.datas = [mujoco.MjData(m) for m in self.models]
         self.family = family
         m0 = self.models[0]
         self.num_envs, self.obs_dim, self.act_dim = len(tasks), family.obs_dim, m0.nu
-        self.obs = np.zeros((self.num_envs, self.obs_dim))
-        self.x = np.zeros(self.num_envs)  # root x position [m], for the forward velocity
+        self._batch = mujoco.batch.Batch(m0, nsim=len(tasks), nthread=1)  # parallelism is across processes
+        self._step_raw = self._batch._b.step  # (ids, nstep, stage) -> how many simulations failed
+        self.state = self._batch.state
+        """Every instance's integration state (qpos, qvel, warm start, controls, ...) [N, nstate], live."""
+        self.qpos, self.qvel, self._ctrl = (self._batch.bind(f) for f in ("qpos", "qvel", "ctrl"))
         nq, nv = family.robot_dofs or (m0.nq, m0.nv)
         skip = family.qpos_skip
+        self._pos, self._vel = self.qpos[:, skip:nq], self.qvel[:, :nv]
+        self._obs_rows = _joined(self.state, self._pos, self._vel)  # the observation, if contiguous in the state
+        self._ctrl0, self._obs0 = self._ctrl[0], None if self._obs_rows is None else self._obs_rows[0]
+        self.x = self.qpos[:, 0]  # root x position [m], for the forward velocity (a live view)
         self.target = np.array([family.task_target(t) for t in starts], dtype=np.float64)
         gains = np.array([family.actuator_gain(t) for t in starts], dtype=np.float64).reshape(len(tasks), m0.nu)
         self.changes: dict[int, list[tuple[int, mujoco.MjModel, np.ndarray]]] = {}
@@ -127,16 +135,12 @@ class MujocoBatch(BatchSim):
         self.gain = None if np.all(gains == 1.0) and not self.changes else gains  # None: the plain (fast) path
         self.frame_skip = family.frame_skip
         self.inv_dt = 1.0 / (m0.opt.timestep * self.frame_skip)
-        self._n_pos, self._skip, self._nq, self._nv = nq - skip, skip, nq, nv
+        self._skip, self._nq, self._nv = skip, nq, nv
         self._bind()
 
     def _bind(self) -> None:
-        """Views made once: MjData's buffers never move, and making a view costs as much as a copy."""
-        n_pos, skip, nq, nv = self._n_pos, self._skip, self._nq, self._nv
-        self._slots = [
-            (m, d, d.ctrl, d.qpos, d.qpos[skip:nq], d.qvel[:nv], self.obs[i, :n_pos], self.obs[i, n_pos:])
-            for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True))
-        ]
+        """Run each instance on ``self.models`` (MuJoCo's batch keeps them alive and reads them)."""
+        self._batch.set_models(self.models)
 
     def edit_models(self, edit: Callable[[mujoco.MjModel], None]) -> None:
         """Apply ``edit`` to private copies of this batch's models (the cached ones stay untouched), e.g. to
@@ -149,11 +153,26 @@ class MujocoBatch(BatchSim):
         self.models = [copies[id(m)] for m in self.models]
         self._bind()
 
-    def _gather(self) -> None:
-        for i, (_, _, _, qpos, qpos_obs, qvel, obs_pos, obs_vel) in enumerate(self._slots):
-            self.x[i] = qpos[0]
-            obs_pos[:] = qpos_obs
-            obs_vel[:] = qvel
+    def data(self, i: int, out: mujoco.MjData | None = None) -> mujoco.MjData:
+        """Instance ``i`` as an ``MjData`` of ``models[i]`` (written into ``out`` if given), with its kinematics
+        computed (``mj_forward``): to render it, or to copy its state. A copy: writing to it changes nothing here."""
+        data = self._batch.get_data(i, out)
+        mujoco.mj_forward(self.models[i], data)
+        return data
+
+    def warnings(self) -> np.ndarray:
+        """MuJoCo's warning counters [N, mjNWARNING] (bad qacc, contact overflow, ...: MuJoCo warns instead of
+        raising) since the last reset."""
+        return self._batch.warning[..., 1].copy()  # mjWarningStat: (lastinfo, number)
+
+    def forward(self) -> None:
+        """Recompute every instance after its ``qpos`` / ``qvel`` were written directly (e.g. to place a robot)."""
+        self._batch.forward()
+
+    def _observe(self) -> np.ndarray:
+        if self._obs_rows is not None:
+            return self._obs_rows.copy()
+        return np.concatenate((self._pos, self._vel), axis=1)
 
     def reset(self, seeds: Sequence[int]) -> np.ndarray:
         if self.changes and self.t:  # back to the tasks' first halves
@@ -161,14 +180,13 @@ class MujocoBatch(BatchSim):
             self._bind()
         self.t = 0
         nq, nv = self._nq, self._nv  # only the robot's state is randomized, not the scene's (e.g. floating blocks)
-        for i, (m, d) in enumerate(zip(self.models, self.datas, strict=True)):
+        self._batch.reset(stage=mujoco.mjtStage.mjSTAGE_NONE)
+        for i, m in enumerate(self.models):
             rng = np.random.default_rng(int(seeds[i]))
-            mujoco.mj_resetData(m, d)
-            d.qpos[:nq] = m.qpos0[:nq] + rng.uniform(-RESET_NOISE, RESET_NOISE, size=nq)
-            d.qvel[:nv] = RESET_NOISE * rng.standard_normal(nv)
-            mujoco.mj_forward(m, d)
-        self._gather()
-        return self.obs.copy()
+            self.qpos[i, :nq] = m.qpos0[:nq] + rng.uniform(-RESET_NOISE, RESET_NOISE, size=nq)
+            self.qvel[i, :nv] = RESET_NOISE * rng.standard_normal(nv)
+        self._batch.forward()
+        return self._observe()
 
     def _change(self) -> None:
         """Switch the instances whose task changes at this step to their second task."""
@@ -183,34 +201,41 @@ class MujocoBatch(BatchSim):
             self._change()
         self.t += 1
         actions = np.minimum(np.maximum(actions, fam.action_low), fam.action_high)
-        applied = actions if self.gain is None else actions * self.gain  # a disabled actuator applies nothing
-        x, x_before, step, skip = self.x, self.x.copy(), mujoco.mj_step, self.frame_skip
-        for i, (m, d, ctrl, qpos, qpos_obs, qvel, obs_pos, obs_vel) in enumerate(self._slots):
-            ctrl[:] = applied[i]
-            step(m, d, skip)
-            x[i] = qpos[0]
-            obs_pos[:] = qpos_obs
-            obs_vel[:] = qvel
-        reward, terminated = fam.reward((x - x_before) * self.inv_dt, actions, self.obs, self.target)
-        return self.obs.copy(), reward, terminated
+        self._ctrl[:] = actions if self.gain is None else actions * self.gain  # a disabled actuator applies nothing
+        x_before = self.x.copy()
+        self._batch.step(nstep=self.frame_skip)
+        obs = self._observe()
+        reward, terminated = fam.reward((self.x - x_before) * self.inv_dt, actions, obs, self.target)
+        return obs, reward, terminated
 
     def step_one(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
-        """``step`` for a batch of one (a Gymnasium env): the same physics and reward, without the batch's loops;
-        the observation returned is a view that the next step overwrites."""
+        """``step`` for a batch of one (a Gymnasium env): the same physics and reward with scalar rewards, and
+        ``action`` [act_dim] clipped straight into the controls."""
         fam = self.family
         if self.changes and self.t in self.changes:
             self._change()
         self.t += 1
-        action = np.minimum(np.maximum(action, fam.action_low), fam.action_high)
-        m, d, ctrl, qpos, qpos_obs, qvel, obs_pos, obs_vel = self._slots[0]
-        x_before = qpos[0]
-        ctrl[:] = action if self.gain is None else action * self.gain[0]
-        mujoco.mj_step(m, d, self.frame_skip)
-        self.x[0] = qpos[0]
-        obs_pos[:] = qpos_obs
-        obs_vel[:] = qvel
-        reward, terminated = fam.reward_one((qpos[0] - x_before) * self.inv_dt, action, self.obs[0], self.target[0])
-        return self.obs[0], reward, terminated
+        ctrl = self._ctrl0
+        np.minimum(np.maximum(action, fam.action_low, out=ctrl), fam.action_high, out=ctrl)
+        action = ctrl.copy()
+        if self.gain is not None:
+            ctrl *= self.gain[0]
+        x_before = self.x[0]
+        if self._step_raw(None, self.frame_skip, 0):  # MuJoCo's batch call itself: its Python wrapper costs 1.3 us
+            raise mujoco.batch.SimulationError(np.zeros(1, dtype=int), self._batch.error(0), 1)
+        obs = self._obs0.copy() if self._obs0 is not None else np.concatenate((self._pos[0], self._vel[0]))
+        reward, terminated = fam.reward_one((self.x[0] - x_before) * self.inv_dt, action, obs, self.target[0])
+        return obs, reward, terminated
+
+
+def _joined(state: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """``[a | b]`` as one view of ``state``'s rows when ``b`` starts where ``a`` ends (qpos[skip:] then all of qvel);
+    else None. Copying a view costs half as much as joining two."""
+    start = (a.__array_interface__["data"][0] - state.__array_interface__["data"][0]) // state.itemsize
+    end = (b.__array_interface__["data"][0] - state.__array_interface__["data"][0]) // state.itemsize + b.shape[1]
+    if end - start != a.shape[1] + b.shape[1]:
+        return None
+    return state[:, start:end]
 
 
 def never(vx: np.ndarray | float) -> np.ndarray | bool:
@@ -278,7 +303,7 @@ class LocomotionFamily(TaskFamily):
 
     def ctrl_penalty(self, actions: np.ndarray) -> np.ndarray:
         """``ctrl_cost |a|^2`` of actions [N, act_dim] -> [N], or of one action [act_dim] -> a scalar."""
-        squared = np.dot(actions, actions) if actions.ndim == 1 else np.einsum("ij,ij->i", actions, actions)
+        squared = actions.dot(actions) if actions.ndim == 1 else np.einsum("ij,ij->i", actions, actions)
         return self.ctrl_cost * squared
 
     def reward_one(self, vx: float, action: np.ndarray, obs: np.ndarray, target: float) -> tuple[float, bool]:

@@ -25,11 +25,11 @@ class OracleDynamics:
     def __init__(self, hold: int = 1):
         self.hold = hold
         self.batch = None
-        self._datas: dict[int, mujoco.MjData] = {}
+        self._datas: dict[tuple[int, str], mujoco.MjData] = {}
 
     def attach(self, batch: object) -> None:
         """The lockstep batch of MuJoCo episodes to plan for (``train.mb_rollout.run_episodes`` calls this)."""
-        if not hasattr(batch, "datas"):
+        if not hasattr(batch, "data"):
             raise ValueError("the oracle plans with MuJoCo episodes; this family has no MuJoCo state to copy")
         self.batch = batch
 
@@ -56,22 +56,25 @@ class OracleDynamics:
         sub = self.hold * fam.frame_skip  # physics steps per decision
         actions = np.clip(actions, fam.action_low, fam.action_high)
         out = np.empty((e, n, horizon, batch.obs_dim))
-        for i, (model, data) in enumerate(zip(batch.models, batch.datas, strict=True)):
+        for i, model in enumerate(batch.models):
+            data = batch.data(i, self._scratch(model, "state"))
             state = np.empty(mujoco.mj_stateSize(model, FULL))
             mujoco.mj_getState(model, data, state, FULL)
             ctrl = actions[i] if batch.gain is None else actions[i] * batch.gain[i]
             controls = np.repeat(ctrl, sub, axis=1)  # [N, H * sub, nu]
             states, _ = mj_rollout.rollout(
-                model, self._scratch(model), state[None], controls, control_spec=CTRL,
+                model, self._scratch(model, "rollout"), state[None], controls, control_spec=CTRL,
                 initial_warmstart=data.qacc_warmstart[None].copy(),
             )  # fmt: skip
             out[i] = self._observations(model, states[:, sub - 1 :: sub])
         return out
 
-    def _scratch(self, model: mujoco.MjModel) -> mujoco.MjData:
-        if id(model) not in self._datas:
-            self._datas[id(model)] = mujoco.MjData(model)
-        return self._datas[id(model)]
+    def _scratch(self, model: mujoco.MjModel, use: str) -> mujoco.MjData:
+        """An ``MjData`` of ``model`` for ``use``: "state" (an episode's state, copied) or "rollout" (candidates)."""
+        key = (id(model), use)
+        if key not in self._datas:
+            self._datas[key] = mujoco.MjData(model)
+        return self._datas[key]
 
     def _observations(self, model: mujoco.MjModel, states: np.ndarray) -> np.ndarray:
         """The family's observations of full physics states [..., nstate]: qpos[skip:nq], then qvel[:nv] (time comes

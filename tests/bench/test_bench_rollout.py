@@ -13,9 +13,14 @@ def test_bench_rollout_writes_every_rate_and_ratio(tmp_path):
     s = bench_rollout(str(tmp_path), steps=128, repeats=1, ray=False)
     rates = {"raw_physics", "ours_rollout", "ours_gymnasium_env", "gymnasium_halfcheetah_v5"}
     assert set(s["control_steps_per_s"]) == rates
-    for key in ("ratio_vs_raw_physics", "env_ratio_vs_gymnasium", "env_ratio_ceiling", "speedup_2_workers"):
+    keys = ("ratio_vs_raw_physics", "env_ratio_vs_gymnasium", "env_ratio_ceiling", "env_loop_ratio_vs_gymnasium",
+            "env_loop_ratio_ceiling", "speedup_2_workers")  # fmt: skip
+    for key in keys:
         assert math.isfinite(s[key]) and s[key] > 0, key
-    # the ceiling leaves out everything but physics and the policy, so no env step can beat it by much
+    # the ceilings leave out everything but physics (and the policy), so no env can beat them by much
     assert s["env_ratio_vs_gymnasium"] < 1.5 * s["env_ratio_ceiling"]
+    assert s["env_loop_ratio_vs_gymnasium"] < 1.5 * s["env_loop_ratio_ceiling"]
+    # the two envs are timed on the same trajectory: Gymnasium's HalfCheetah-v5 and ours are the same physics
+    assert s["env_same_trajectory"]
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["ray_vs_local"] is None and "versions" in written

@@ -27,11 +27,11 @@ def test_oracle_predictions_are_the_simulator_itself(hold, task) -> None:
     batch = family.make_batch([task, DisabledJointTask(2)])
     batch.reset([3, 4])
     for a in np.random.default_rng(0).uniform(-1, 1, (4, 2, 6)):
-        batch.step(a)  # not at the start: the warm start and state are mid-episode
+        obs, _, _ = batch.step(a)  # not at the start: the warm start and state are mid-episode
     oracle = OracleDynamics(hold=hold)
     oracle.attach(batch)
     plans = np.random.default_rng(1).uniform(-1.2, 1.2, (2, 5, 4, 6))  # 5 candidates, 4 decisions, some clipped
-    predicted = oracle.rollout().sequence(batch.obs.copy(), plans)
+    predicted = oracle.rollout().sequence(obs, plans)
     chosen = plans[:, 2]  # live out candidate 2
     for h in range(4):
         for _ in range(hold):
