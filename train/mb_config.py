@@ -32,6 +32,11 @@ class MBConfig(MetaFields):
     """Data-collection iterations; the first collects with uniformly random actions."""
     rollouts: int = 5
     """Episodes per iteration, each on a newly drawn training task, run in lockstep."""
+    oracle_rollouts: int = 0
+    """Extra episodes per iteration (from the second on), planned on the true simulator (the oracle: same planner and
+    settings, ``train.oracle``) on newly drawn *training* tasks and added to the data. The method's own controller
+    runs slow gaits, so its model never sees the fast ones a good plan needs (docs/grbal.md, "Against the oracle").
+    0: own data only, as the reference."""
     episode_steps: int = 0
     """Control steps per collected episode; 0 uses the family's horizon."""
     decision_steps: int = 1
@@ -110,7 +115,7 @@ class MBConfig(MetaFields):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: must be a positive integer, got {value!r}")
-        for name in ("episode_steps", "eval_every", "eval_steps", "seed"):
+        for name in ("oracle_rollouts", "episode_steps", "eval_every", "eval_steps", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")

@@ -44,6 +44,7 @@ from metactl.train.mb_eval import heldout_returns
 from metactl.train.mb_rollout import Episodes, build_planner, planner_config, run_episodes
 from metactl.train.meta_learners import MetaGrad, describe, init_inner, make_meta_learner
 from metactl.train.meta_settings import MetaSettings
+from metactl.train.oracle import OracleDynamics
 from metactl.train.run_curves import MBCurves
 from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
@@ -213,10 +214,14 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
                                      Adaptation.of(config, state.inner))  # fmt: skip
             controller = MPCController(model, build_planner(planner, family), cost, rng, hold=config.decision_steps)
         eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=config.decision_steps)
-        save_checked(os.path.join(data_dir, f"iter_{it:04d}.npz"),
-                     {"obs": eps.obs, "act": eps.act, "rewards": eps.rewards, "lengths": eps.lengths})  # fmt: skip
+        _save_episodes(data_dir, it, "", eps)
         state.data.add(eps)
         state.env_steps += eps.env_steps
+        if it > 0 and config.oracle_rollouts:
+            expert = _oracle_episodes(config, family, planner, cost, steps, rng)
+            _save_episodes(data_dir, it, "_oracle", expert)
+            state.data.add(expert)
+            state.env_steps += expert.env_steps
         state.stats = DynamicsStats.from_data(*state.data.transitions())
         torch.manual_seed(int(rng.integers(2**31 - 1)))
         state.params, state.inner, loss = fit(config, state.params, state.inner, state.adam, state.stats, state.data,
@@ -251,6 +256,23 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
     }  # fmt: skip
     write_summary(out_dir, summary)
     return MBResult(out_dir, model_path, summary)
+
+
+def _oracle_episodes(
+    config: MBConfig, family: TaskFamily, planner: dict[str, Any], cost: ForwardCost, steps: int,
+    rng: np.random.Generator,
+) -> Episodes:  # fmt: skip
+    """``config.oracle_rollouts`` episodes on newly drawn training tasks, planned on the true simulator."""
+    tasks = family.sample_tasks(rng, config.oracle_rollouts)
+    seeds = [int(s) for s in rng.integers(2**31 - 1, size=config.oracle_rollouts)]
+    hold = config.decision_steps
+    controller = MPCController(OracleDynamics(hold), build_planner(planner, family), cost, rng, hold=hold)
+    return run_episodes(family, tasks, seeds, steps, rng, controller, hold=hold)
+
+
+def _save_episodes(data_dir: str, it: int, suffix: str, eps: Episodes) -> None:
+    save_checked(os.path.join(data_dir, f"iter_{it:04d}{suffix}.npz"),
+                 {"obs": eps.obs, "act": eps.act, "rewards": eps.rewards, "lengths": eps.lengths})  # fmt: skip
 
 
 def refit(run_dir: str, out_path: str, *, hidden: tuple[int, ...], train_steps: int, progress: bool = False) -> str:
@@ -356,6 +378,8 @@ class _State:
                         int(f["env_steps"]), float(f["elapsed_s"]))  # fmt: skip
             for it in range(state.iteration):  # a checkpoint is only as good as the data it was trained on
                 state.data.add(load_episodes(os.path.join(out_dir, "data", f"iter_{it:04d}.npz")))
+                if it > 0 and config.oracle_rollouts:
+                    state.data.add(load_episodes(os.path.join(out_dir, "data", f"iter_{it:04d}_oracle.npz")))
             return state
 
         state, path, _ = resume_from(os.path.join(out_dir, "checkpoints"), load)

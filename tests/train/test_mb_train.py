@@ -72,6 +72,19 @@ def test_same_seed_same_model_and_a_killed_run_resumes_exactly(tmp_path) -> None
     assert [r.split(",")[0] for r in metrics[1:]] == ["1", "2", "3"]
 
 
+def test_oracle_episodes_join_the_data_from_the_second_iteration_and_a_resume_reloads_them(tmp_path) -> None:
+    config = MBConfig(method="rebal", **TINY | {"oracle_rollouts": 1, "eval_every": 0})
+    straight = train_model_based(config, str(tmp_path / "a"), progress=False)
+    assert straight.summary["env_steps"] == 3 * 2 * 40 + 2 * 1 * 40  # + one oracle episode in iterations 2 and 3
+    data = sorted(os.listdir(tmp_path / "a" / "data"))
+    assert data == ["iter_0000.npz", "iter_0001.npz", "iter_0001_oracle.npz", "iter_0002.npz", "iter_0002_oracle.npz"]
+    assert np.load(tmp_path / "a" / "data" / "iter_0001_oracle.npz")["obs"].shape == (1, 41, 17)
+    train_model_based(config.replace(iterations=2), str(tmp_path / "b"), progress=False)
+    resumed = train_model_based(config, str(tmp_path / "b"), resume=True, progress=False)
+    for p, q in zip(_params(straight.model_path), _params(resumed.model_path), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
 def test_resume_refuses_another_config(tmp_path) -> None:
     train_model_based(MBConfig(method="mb", **TINY | {"iterations": 1}), str(tmp_path), progress=False)
     with pytest.raises(ConfigError, match="another config"):
