@@ -128,14 +128,14 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Eval:
-    """Held-out table of GrBAL, ReBAL, MB and MB+DE runs over seeds."""
+    """Held-out table over seeds: GrBAL, ReBAL, MB, MB+DE runs, or ES-MAML, baseline and specialist runs."""
 
     runs: Annotated[tuple[str, ...], tyro.conf.Positional] = ()
-    """'metactl train grbal|rebal|mb' output folders (one family)."""
+    """'metactl train grbal|rebal|mb' output folders, or 'metactl train es' ones (one family)."""
     out: str = "runs/eval"
     """Output folder for summary.json."""
-    episodes: int = 1
-    """Episodes per held-out task and run."""
+    episodes: int = 0
+    """Episodes per held-out task and run (0: 1 for model-based runs, whose planner is slow; 10 for ES runs)."""
     steps: int = 0
     """Control steps per episode (0: the family's horizon)."""
     de_lr: float | None = None

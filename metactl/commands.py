@@ -38,7 +38,7 @@ def train_es(cmd: cli.TrainES) -> dict[str, Any]:
         address=cmd.address,
     )
     s = result.summary
-    label = "ES-MAML" if config.meta else "non-meta baseline"
+    label = train.run_label(config)
     headers = ("iterations", "episodes", "env steps", "wall s", "held-out pre", "held-out post")
     row = (s["iterations"], s["episodes"], s["env_steps"], s["wall_s"], s["heldout_pre_adaptation_return"],
            s["heldout_post_adaptation_return"])  # fmt: skip
@@ -144,13 +144,17 @@ def _export_native(cmd: cli.Export) -> dict[str, Any]:
 
 
 def evaluate(cmd: cli.Eval) -> dict[str, Any]:
-    from metactl.train.heldout_table import evaluate_runs
+    from metactl.es_eval import evaluate_es, is_es_run
 
     if not cmd.runs:
-        raise UserError("metactl eval: name at least one 'metactl train grbal|rebal|mb' output folder")
+        raise UserError("metactl eval: name at least one 'metactl train es|grbal|rebal|mb' output folder")
+    if any(is_es_run(r) for r in cmd.runs):
+        return evaluate_es(cmd)
+    from metactl.train.heldout_table import evaluate_runs
+
     torch_threads(cmd.threads)
     try:
-        result = evaluate_runs(list(cmd.runs), episodes=cmd.episodes, steps=cmd.steps, de_lr=cmd.de_lr,
+        result = evaluate_runs(list(cmd.runs), episodes=cmd.episodes or 1, steps=cmd.steps, de_lr=cmd.de_lr,
                                tasks=cmd.tasks, oracle=cmd.oracle, model_error=cmd.model_error,
                                video_dir=cmd.out if cmd.video else None, planner=_planner_override(cmd))  # fmt: skip
     except ValueError as e:
@@ -160,7 +164,8 @@ def evaluate(cmd: cli.Eval) -> dict[str, Any]:
     return result
 
 
-NAMES = {"grbal": "GrBAL", "frozen": "GrBAL frozen", "rebal": "ReBAL", "mb": "MB", "mb_de": "MB+DE", "oracle": "oracle"}
+NAMES = {"grbal": "GrBAL", "frozen": "GrBAL frozen", "rebal": "ReBAL", "rebal_frozen": "ReBAL frozen", "mb": "MB",
+         "mb_de": "MB+DE", "oracle": "oracle"}  # fmt: skip
 
 
 def _print_eval(result: dict[str, Any]) -> None:
@@ -182,9 +187,12 @@ def _print_eval(result: dict[str, Any]) -> None:
                  f"seeds; horizon {', '.join(f'{h:g}' for h in result['horizon_s'])} s)")  # fmt: skip
         headers = ("method", "seeds", "return", "progress", "ctrl cost", "alive", "progress after change", "vs oracle")
         print(format_table(title, headers, rows))
-    for task, d in result.get("adapt_vs_frozen", {}).items():
-        diff, se, n = d["return_diff"], d["se"], d["seeds"]
-        print(f"GrBAL adapting - frozen on {task}: {diff:+.1f} ± {se:.1f} (SE over {n} seeds)")
+    for key, name in (("adapt_vs_frozen", "GrBAL"), ("rebal_adapt_vs_frozen", "ReBAL")):
+        for task, d in result.get(key, {}).items():
+            line = f"{name} adapting - frozen on {task}: return {d['return_diff']:+.1f} ± {d['se']:.1f}"
+            if "progress_after_diff" in d:
+                line += f", progress after the change {d['progress_after_diff']:+.1f} ± {d['progress_after_se']:.1f}"
+            print(f"{line} (SE over {d['seeds']} seeds)")
 
 
 def _cell(result: dict[str, Any], term: str, mode: str, task: str) -> str:

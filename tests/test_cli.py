@@ -108,6 +108,25 @@ def test_train_export_run_chain(tmp_path):
     assert "after adaptation" in proc.stdout
 
 
+def test_eval_of_es_runs_puts_each_method_next_to_the_specialist(tmp_path):
+    tiny = ["--iterations", "2", "--directions", "2", "--tasks-per-iteration", "1", "--eval-every", "2",
+            "--adaptation.queries", "2", "--workers", "1", "--no-progress"]  # fmt: skip
+    runs = {"m": [], "b": ["--no-meta"], "s0": ["--no-meta", "--specialist-task", "0"]}
+    for name, flags in runs.items():
+        assert metactl("train", "es", "--out", str(tmp_path / name), *tiny, *flags).returncode == 0
+    proc = metactl("eval", *(str(tmp_path / n) for n in runs), "--episodes", "2", "--out", str(tmp_path / "eval"))
+    assert proc.returncode == 0, proc.stderr
+    assert "specialist (no adaptation)" in proc.stdout and "ES-MAML after - baseline after" in proc.stdout
+    with open(tmp_path / "eval" / "summary.json") as f:
+        summary = json.load(f)
+    for key in ("specialist", "post_adaptation_vs_specialist", "post_adaptation_vs_baseline", "es_maml_post"):
+        assert set(summary[key]) == set(summary["tasks"]), key
+    proc = metactl("eval", str(tmp_path / "m"), "--samples", "100", "--out", str(tmp_path / "eval2"))
+    assert_one_line_error(proc, "--samples apply to model-based runs only")
+    proc = metactl("train", "es", "--out", str(tmp_path / "x"), "--no-meta", "--specialist-task", "9")
+    assert_one_line_error(proc, "specialist_task: four_corners has test tasks 0..3")
+
+
 def test_emulate_needs_an_emulator_section(tmp_path):
     config = os.path.join(ROOT, "hardware_configs", "sim_four_corners.toml")
     assert_one_line_error(metactl("emulate", "--config", config), "no [emulator] section")

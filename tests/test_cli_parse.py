@@ -47,6 +47,14 @@ def test_every_config_field_is_a_flag() -> None:
         cli.parse(["train", "grbal", "--out", "x", "--method", "rebal"])
 
 
+def test_a_specialist_is_one_flag_on_top_of_the_baseline() -> None:
+    cfg = settings("train", "es", "--out", "x", "--family", "halfcheetah_vel", "--no-meta", "--specialist-task", "3")
+    assert (cfg.meta, cfg.specialist_task) == (False, 3)
+    assert cfg == train.config_for("halfcheetah_vel", meta=False, specialist_task=3)  # the preset's budget
+    with pytest.raises(train.ConfigError, match="add --no-meta"):
+        settings("train", "es", "--out", "x", "--specialist-task", "0")
+
+
 def test_help_text_comes_from_the_field_docstrings(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         cli.parse(["train", "grbal", "--help"])

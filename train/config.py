@@ -8,7 +8,7 @@ import json
 from typing import Any, Literal
 
 from metactl.controllers import AdaptationError, AdaptationOperator, PolicyError, make_operator
-from metactl.sim.registry import BENCHMARK_FAMILIES, FAMILIES
+from metactl.sim.registry import BENCHMARK_FAMILIES, FAMILIES, make_family
 
 
 class ConfigError(ValueError):
@@ -69,6 +69,10 @@ class TrainConfig:
     meta: bool = True
     """True: ES-MAML (objective after adaptation). False: the non-meta baseline with the same
     ES budget — one policy for the whole task mixture (domain randomization)."""
+    specialist_task: int | None = None
+    """With --no-meta: train a *specialist*, plain ES on held-out test task K alone (``family.test_tasks()[K]``,
+    see ``metactl families``) with the episodes of the ES-MAML run of the same settings: the reference of
+    ES-MAML's held-out table (``metactl eval``). None: tasks drawn from the training distribution."""
     policy: str = "linear"
     """Policy architecture: 'linear' or 'mlp' (tanh units)."""
     hidden: tuple[int, ...] = (32, 32)
@@ -136,6 +140,7 @@ class TrainConfig:
             )
         if self.return_normalization not in ("zscore", "ars"):
             raise ConfigError(f"return_normalization: must be 'zscore' or 'ars', got {self.return_normalization!r}")
+        self._validate_specialist()
         if not isinstance(self.horizon, int) or self.horizon < 0:
             raise ConfigError(f"horizon: must be >= 0 (0 = family default), got {self.horizon}")
         for name in ("sigma", "learning_rate"):
@@ -155,6 +160,19 @@ class TrainConfig:
             make_operator(self.adaptation.operator_dict())
         except (AdaptationError, TypeError) as e:
             raise ConfigError(f"adaptation: {e}") from None
+
+    def _validate_specialist(self) -> None:
+        k = self.specialist_task
+        if k is None:
+            return
+        n = len(make_family(self.family).test_tasks())
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < n:
+            raise ConfigError(f"specialist_task: {self.family} has test tasks 0..{n - 1} (see 'metactl families'), "
+                              f"got {k!r}")  # fmt: skip
+        if self.meta:
+            raise ConfigError(
+                "specialist_task: a specialist is plain ES on one task, without meta-learning; add --no-meta"
+            )
 
     def operator(self) -> AdaptationOperator:
         return make_operator(self.adaptation.operator_dict())

@@ -9,7 +9,9 @@ treated as a black box and ascended with antithetic Gaussian smoothing:
 
 with z the z-scored objective values of theta +- sigma eps_j. With
 ``meta=False`` the same loop ascends f(theta, T) without adaptation, on as many
-episodes per iteration: the non-meta (domain randomization) baseline.
+episodes per iteration: the non-meta (domain randomization) baseline; with
+``specialist_task`` K as well, on held-out test task K alone: the *specialist*,
+the reference ES-MAML's held-out table measures against (``train.es_table``).
 
 Every random draw of iteration i comes from ``SeedSequence([seed, i])``, so a run
 resumed from a checkpoint continues exactly as if never interrupted.
@@ -80,6 +82,15 @@ def episodes_per_task(operator: AdaptationOperator) -> int:
     return sum(operator.schedule()) + 1
 
 
+def training_episodes(config: TrainConfig) -> int:
+    """Episodes a whole ES-MAML run of ``config`` costs: iterations x 2 directions x tasks x episodes per task.
+
+    The baseline and the specialist run exactly as many, without adaptation (``es_iteration``).
+    """
+    per_iteration = 2 * config.directions * config.tasks_per_iteration * episodes_per_task(config.operator())
+    return config.iterations * per_iteration
+
+
 def es_iteration(
     state: ESState,
     config: TrainConfig,
@@ -92,6 +103,8 @@ def es_iteration(
     rng = np.random.default_rng([config.seed, state.iteration + 1])
     n_tasks = config.tasks_per_iteration * (1 if config.meta else episodes_per_task(operator))
     tasks = family.sample_tasks(rng, n_tasks)
+    if config.specialist_task is not None:  # drawn all the same: the specialist sees the baseline's episode seeds
+        tasks = [family.test_tasks()[config.specialist_task]] * n_tasks
     task_seeds = rng.integers(0, 2**31 - 1, size=n_tasks).tolist()
     eps = rng.standard_normal((config.directions, state.params.size))
     thetas = np.concatenate([state.params + config.sigma * eps, state.params - config.sigma * eps])
@@ -156,6 +169,11 @@ def _snapshot(state: ESState, config: TrainConfig, spec: PolicySpec) -> Normaliz
     return state.normalizer.snapshot() if config.normalize_obs else NormalizerSnapshot.identity(spec.obs_dim)
 
 
+def heldout_seeds(key: int, n: int) -> list[int]:
+    """Task seeds [n] of held-out episodes: fixed by ``key`` (a run's seed, or one key a whole table shares)."""
+    return np.random.default_rng([key, EVAL_SEED_KEY]).integers(0, 2**31 - 1, n).tolist()
+
+
 def heldout_returns(
     config: TrainConfig,
     family: TaskFamily,
@@ -169,7 +187,7 @@ def heldout_returns(
     """
     test = family.test_tasks()
     tasks = test * config.eval_repeats
-    seeds = np.random.default_rng([config.seed, EVAL_SEED_KEY]).integers(0, 2**31 - 1, len(tasks)).tolist()
+    seeds = heldout_seeds(config.seed, len(tasks))
     ev = Evaluator(family, policy.spec, policy.normalizer, config.horizon or family.horizon, backend or InProcess())
     rows = np.tile(policy.params, (len(tasks), 1))
     pre = ev.evaluate(rows, tasks, seeds)
@@ -193,7 +211,7 @@ def _prepare_out_dir(config: TrainConfig, out_dir: str, resume: bool) -> ESState
         if ckpt is None:
             raise ConfigError(f"--resume: no checkpoint in {out_dir}/checkpoints; start without --resume")
         with open(cfg_path) as f:
-            saved = json.load(f)
+            saved = TrainConfig.from_dict(json.load(f)).to_dict()  # settings added since the run: their defaults
         if saved != config.to_dict():
             diff = sorted(k for k in saved if saved.get(k) != config.to_dict().get(k))
             raise ConfigError(f"--resume: settings {diff} differ from the run in {out_dir}; pass the same settings")
@@ -233,7 +251,7 @@ def train(
     pre = post = np.full(len(family.test_tasks()), np.nan)
     from tqdm import tqdm
 
-    label = "ES-MAML" if config.meta else "baseline"
+    label = run_label(config)
     bar = tqdm(total=config.iterations, initial=state.iteration, desc=f"{label} {config.family}", disable=not progress)
     try:
         while state.iteration < config.iterations:
@@ -288,7 +306,7 @@ def _finish(
     plot_learning_curve(
         os.path.join(out_dir, "metrics.csv"),
         os.path.join(out_dir, "learning_curve.png"),
-        f"{'ES-MAML' if config.meta else 'non-meta baseline'} on {config.family} (seed {config.seed})",
+        f"{run_label(config)} on {config.family} (seed {config.seed})",
     )
     summary = {
         "family": config.family,
@@ -305,5 +323,16 @@ def _finish(
         "policy": policy_path,
         "learning_curve": os.path.join(out_dir, "learning_curve.png"),
     }
+    if config.specialist_task is not None:
+        summary["specialist_task"] = config.specialist_task
+        summary["specialist_task_params"] = family.test_tasks()[config.specialist_task].to_dict()
+        summary["es_maml_episodes"] = training_episodes(config)  # what it is matched to
     write_summary(out_dir, summary)
     return TrainResult(out_dir, policy_path, summary)
+
+
+def run_label(config: TrainConfig) -> str:
+    """'ES-MAML', 'non-meta baseline' or 'specialist (test task K)'."""
+    if config.specialist_task is not None:
+        return f"specialist (test task {config.specialist_task})"
+    return "ES-MAML" if config.meta else "non-meta baseline"

@@ -4,7 +4,8 @@ For each run (one seed of GrBAL, ReBAL or MB) and each held-out task — the fam
 change tests — the same episodes (seeds derived from the run's seed, planner noise included) are driven by:
 
 - the method itself (GrBAL, ReBAL; an MB model as MB and as MB+DE, dynamic evaluation);
-- *frozen*: a GrBAL model's meta-trained weights without the adaptation step;
+- *frozen*: a GrBAL model's meta-trained weights without the adaptation step (and ReBAL's weights with an LSTM state
+  that reads no transitions: ``rebal_frozen``);
 - the *oracle*: the same planner and settings on the true simulator (``train.oracle``).
 
 Reported per task: mean ± standard error over seeds (of each seed's mean over its episodes) of the return and of
@@ -24,31 +25,20 @@ import numpy as np
 
 from metactl.controllers.serialization import load_dynamics_model, load_inner_params
 from metactl.sim import make_family
-from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller, task_label
+from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller
 from metactl.train.model_error import open_loop_error
 from metactl.train.oracle import OracleDynamics
+from metactl.train.task_sets import VALIDATION_KEY, VALIDATION_TASKS, task_label, task_set
+from metactl.train.task_sets import standard_error as _se
 from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
-METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal",), "mb": ("mb", "mb_de")}
-"""Evaluated modes per trained method: GrBAL also frozen (no adaptation step); an MB model also as MB+DE."""
-VALIDATION_KEY, VALIDATION_TASKS = 4_242, 5
-"""Validation tasks: this many training-distribution tasks drawn with this fixed key (``docs/model_selection.md``)."""
+METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal", "rebal_frozen"), "mb": ("mb", "mb_de")}
+"""Evaluated modes per trained method: GrBAL and ReBAL also frozen (their weights without the adaptation: no inner
+step; an LSTM state that reads no transitions); an MB model also as MB+DE."""
+FROZEN = {"frozen": "grbal", "rebal_frozen": "rebal"}
+"""Frozen mode -> the adapting mode whose weights it runs (summary: ``adapt_vs_frozen``, ``rebal_adapt_vs_frozen``)."""
+__all__ = ["VALIDATION_KEY", "VALIDATION_TASKS", "evaluate_runs", "task_set"]
 TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
-
-
-def task_set(family: Any, tasks: str) -> list[Any]:
-    """'test': the held-out test tasks; 'change': the mid-episode change tests; 'validation': training-distribution
-    tasks for choosing hyperparameters (never the test tasks)."""
-    if tasks == "test":
-        return family.test_tasks()
-    if tasks == "change":
-        if not hasattr(family, "change_tests"):
-            raise ValueError(f"family {family.name} has no mid-episode change tests")
-        return family.change_tests()
-    if tasks == "validation":  # up to VALIDATION_TASKS distinct ones (every training task of a discrete family)
-        drawn = family.sample_tasks(np.random.default_rng(VALIDATION_KEY), 10 * VALIDATION_TASKS)
-        return list(dict.fromkeys(drawn))[:VALIDATION_TASKS]
-    raise ValueError(f"tasks must be 'test', 'change' or 'validation', got {tasks!r}")
 
 
 def _model_path(run: str) -> str:
@@ -99,7 +89,7 @@ def evaluate_runs(
             _add(per_seed, f"oracle#{key}", oracles[key][0], batch_tasks)
         for mode in METHOD_MODES[extra["method"]]:
             lr = de_lr if (mode == "mb_de" and de_lr is not None) else float(extra["inner_lr"])
-            model_mode = "grbal" if mode == "frozen" else mode
+            model_mode = FROZEN.get(mode, mode)
             adaptation = None  # plain SGD of lr; GrBAL: its meta-trained inner step (Meta-SGD, the LSTM, ...)
             if model_mode == "grbal":
                 inner = load_inner_params(_model_path(run_dir))
@@ -107,16 +97,16 @@ def evaluate_runs(
             model = TorchOnlineModel(model_mode, spec, params, stats, len(batch_tasks), window, lr, adaptation)
             rng = episode_seeds(seed, len(batch_tasks))[1]
             result, eps = run_controller(family, batch_tasks, seeds, steps, model, planner, hold=hold, rng=rng,
-                                         adapt=mode != "frozen")  # fmt: skip
+                                         adapt=mode not in FROZEN)  # fmt: skip
             _add(per_seed, mode, result, batch_tasks)
             if video_dir is not None:
                 _videos(family, batch_tasks, episodes, eps, os.path.join(video_dir, f"video_{mode}_seed{seed}"))
             if model_error and oracle:
                 decisions = oracles[key][1].decisions(hold)
                 velocity = family.observation_names.index(family.reward_spec["velocity_signal"])
-                err = open_loop_error(spec, params, stats, "mb" if mode == "frozen" else model_mode, decisions,
-                                      window=window, lr=lr, horizon=planner["horizon"],
-                                      velocity_index=velocity, adaptation=adaptation)  # fmt: skip
+                err = open_loop_error(spec, params, stats, model_mode, decisions, window=window, lr=lr,
+                                      horizon=planner["horizon"], velocity_index=velocity, adaptation=adaptation,
+                                      adapt=mode not in FROZEN)  # fmt: skip
                 for k, v in err.items():
                     errors.setdefault(mode, {}).setdefault(k, []).append(v)
     _merge_oracles(per_seed)
@@ -146,10 +136,6 @@ def _merge_oracles(per_seed: dict) -> None:
     per_seed["oracle"] = merged
 
 
-def _se(values: list[float]) -> float:
-    return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
-
-
 def _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizons, run_dirs) -> dict[str, Any]:
     labels = [task_label(t) for t in held_out]
     out: dict[str, Any] = {"family": family.name, "task_set": tasks, "tasks": labels, "episodes": episodes,
@@ -168,12 +154,18 @@ def _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizon
             if mode != "oracle":
                 out[f"{mode}_vs_oracle"] = {t: v / oracle[t] if oracle[t] else float("nan")
                                             for t, v in out["progress"][mode].items()}  # fmt: skip
-    if "grbal" in per_seed and "frozen" in per_seed:
-        out["adapt_vs_frozen"] = {}
-        for label in labels:
-            diff = np.subtract(per_seed["grbal"]["returns"][label], per_seed["frozen"]["returns"][label])
-            out["adapt_vs_frozen"][label] = {"return_diff": float(diff.mean()), "se": _se(list(diff)),
-                                             "seeds": len(diff)}  # fmt: skip
+    for frozen, adapting in FROZEN.items():
+        if adapting not in per_seed or frozen not in per_seed:
+            continue
+        key = "adapt_vs_frozen" if adapting == "grbal" else f"{adapting}_adapt_vs_frozen"
+        out[key] = {}
+        for label in labels:  # paired over seeds: the same episodes
+            diff = np.subtract(per_seed[adapting]["returns"][label], per_seed[frozen]["returns"][label])
+            after = np.subtract(per_seed[adapting]["progress_after"][label], per_seed[frozen]["progress_after"][label])
+            entry = {"return_diff": float(diff.mean()), "se": _se(list(diff)), "seeds": len(diff)}
+            if np.isfinite(after).all():  # a change test: also the progress after the change
+                entry |= {"progress_after_diff": float(after.mean()), "progress_after_se": _se(list(after))}
+            out[key][label] = entry
     if errors:
         out["model_error"] = {m: {k: np.mean(v, axis=0).tolist() for k, v in d.items()} for m, d in errors.items()}
     return out

@@ -19,18 +19,10 @@ from metactl.controllers.mpc import MPCController, OnlineDynamics
 from metactl.sim import TaskFamily
 from metactl.sim.tasks import ChangeTask, Task
 from metactl.train.mb_rollout import Episodes, build_planner, run_episodes
+from metactl.train.task_sets import task_label
 from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 EVAL_SEED_KEY = 8_888_888
-
-
-def task_label(task: Task) -> str:
-    """A short name for a held-out task in tables and ``summary.json``."""
-    d = task.to_dict()
-    d.pop("type")
-    if d.get("name"):
-        return str(d["name"])
-    return ",".join(f"{k}={v}" for k, v in d.items() if k != "mass_scale" or v != 1.0)
 
 
 @dataclasses.dataclass

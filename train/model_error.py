@@ -28,10 +28,12 @@ def open_loop_error(
     starts_per_episode: int = 20,
     velocity_index: int | None = None,
     adaptation: Adaptation | None = None,
+    adapt: bool = True,
 ) -> dict[str, list[float]]:
     """Mean normalized squared error after 1..``horizon`` open-loop steps, over ``starts_per_episode`` evenly spread
     start points of each episode (obs [n + 1, d], act [n, a] at the model's step). ``velocity_index``: also the error
-    of that one signal (the forward velocity, which the planner's cost reads)."""
+    of that one signal (the forward velocity, which the planner's cost reads). ``adapt`` False: the model's weights
+    (and a recurrent model's zero state) as trained, the window seen but not adapted on."""
     all_obs, all_act = [], []
     for obs, act in episodes:
         last = len(act) - horizon
@@ -47,7 +49,8 @@ def open_loop_error(
     model.reset()
     for j in range(window):  # what the controller has seen when it plans from the start point
         model.observe(obs[:, j], act[:, j], obs[:, j + 1])
-    model.adapt()
+    if adapt:
+        model.adapt()
     step = model.rollout()
     state = obs[:, window][:, None]
     scale = np.asarray(stats.obs_std)

@@ -16,7 +16,8 @@ TINY = {"iterations": 2, "rollouts": 2, "episode_steps": 40, "train_steps": 10, 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, str]:
     out = {}
-    for method, family in (("grbal", "halfcheetah_disabled_joint"), ("mb", "halfcheetah_disabled_joint")):
+    for method in ("grbal", "mb", "rebal"):
+        family = "halfcheetah_disabled_joint"
         path = str(tmp_path_factory.mktemp(method))
         train_model_based(MBConfig(method=method, family=family, decision_steps=2, **TINY), path, progress=False)
         out[method] = path
@@ -61,6 +62,22 @@ def test_change_tests_report_the_progress_after_the_change_and_adapting_vs_froze
     diff = table["adapt_vs_frozen"][task]
     assert diff["return_diff"] == pytest.approx(table["returns"]["grbal"][task] - table["returns"]["frozen"][task])
     assert "oracle" not in table["returns"]
+
+
+def test_rebal_frozen_is_its_weights_with_a_state_that_reads_nothing(runs) -> None:
+    """ReBAL adapts by its LSTM state; frozen, the state reads no transitions (stays zero): the same weights, the same
+    episodes, paired per seed — with the progress after a mid-episode change."""
+    table = evaluate_runs([runs["rebal"]], tasks="change", steps=520, oracle=False, model_error=False)
+    (task,) = table["tasks"]
+    assert table["returns"]["rebal"][task] != table["returns"]["rebal_frozen"][task]
+    diff = table["rebal_adapt_vs_frozen"][task]
+    assert diff["return_diff"] == pytest.approx(
+        table["returns"]["rebal"][task] - table["returns"]["rebal_frozen"][task]
+    )
+    after = table["progress_after"]
+    assert diff["progress_after_diff"] == pytest.approx(after["rebal"][task] - after["rebal_frozen"][task])
+    errors = evaluate_runs([runs["rebal"]], steps=40, model_error=True)["model_error"]
+    assert errors["rebal"] != errors["rebal_frozen"]  # the open-loop error too: with and without the window's state
 
 
 def test_model_error_grows_over_the_horizon(runs) -> None:

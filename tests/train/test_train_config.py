@@ -30,6 +30,9 @@ BAD_SETTINGS = [
     ("adaptation", {"adaptation": {"name": "es_grad", "queries": "ten"}}),
     ("iterations", {"iterations": 2.5}),
     ("hidden", {"policy": "mlp", "hidden": (-3,)}),
+    ("specialist_task", {"meta": False, "specialist_task": 4}),  # four_corners has test tasks 0..3
+    ("specialist_task", {"meta": False, "specialist_task": -1}),
+    ("specialist_task", {"specialist_task": 0}),  # a specialist without --no-meta
 ]
 
 
