@@ -30,17 +30,26 @@ FAMILY = "halfcheetah_fb"
 
 def _raw_physics(steps: int) -> float:
     """Seconds for ``steps`` control steps of bare physics with random controls."""
+    ctrl = np.tanh(np.random.default_rng(0).standard_normal((1000, 6)))  # HalfCheetah's 6 actuators
+    return _bare_physics(ctrl[np.arange(steps) % 1000])
+
+
+def _bare_physics(controls: np.ndarray, start: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Seconds of bare ``mj_step`` on HalfCheetah applying ``controls`` [T, nu], from its default state or from
+    ``start`` (qpos, qvel): the physics alone, nothing else in the loop."""
     import mujoco
 
     from metactl.sim.locomotion import FRAME_SKIP, base_model
 
     model = base_model("half_cheetah.xml")
     data = mujoco.MjData(model)
-    ctrl = np.tanh(np.random.default_rng(0).standard_normal((1000, model.nu)))
+    if start is not None:
+        data.qpos[:], data.qvel[:] = start
+        mujoco.mj_forward(model, data)
     t0 = time.perf_counter()
-    for i in range(steps):
-        data.ctrl[:] = ctrl[i % 1000]
-        mujoco.mj_step(model, data, nstep=FRAME_SKIP)
+    for u in controls:
+        data.ctrl[:] = u
+        mujoco.mj_step(model, data, FRAME_SKIP)
     return time.perf_counter() - t0
 
 
@@ -73,23 +82,6 @@ def _replay(family: Any, task: Any, policy: Any, batch: int, horizon: int) -> fl
         for (m, d), u in zip(pairs, controls[t], strict=True):
             d.ctrl[:] = u
             mujoco.mj_step(m, d, FRAME_SKIP)
-    return time.perf_counter() - t0
-
-
-def _replay_env(start: tuple[np.ndarray, np.ndarray], controls: np.ndarray) -> float:
-    """Seconds of bare ``mj_step`` replaying the env loop's controls from its initial state: its physics alone."""
-    import mujoco
-
-    from metactl.sim.locomotion import FRAME_SKIP, base_model
-
-    model = base_model("half_cheetah.xml")
-    data = mujoco.MjData(model)
-    data.qpos[:], data.qvel[:] = start
-    mujoco.mj_forward(model, data)
-    t0 = time.perf_counter()
-    for u in controls:
-        data.ctrl[:] = u
-        mujoco.mj_step(model, data, FRAME_SKIP)
     return time.perf_counter() - t0
 
 
@@ -170,7 +162,7 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
     ours_loop, ours_step = best_loop(ours_env)
     gym_loop, gym_step = best_loop(gym_env)
     rates["ours_gymnasium_env"], rates["gymnasium_halfcheetah_v5"] = steps / ours_loop, steps / gym_loop
-    env_physics_s = _best(lambda: _replay_env(start, np.clip(env_controls, -1, 1)), repeats) / steps
+    env_physics_s = _best(lambda: _bare_physics(np.clip(env_controls, -1, 1), start), repeats) / steps
 
     def policy_loop() -> float:  # the env loops' own policy cost, so the loop's ceiling below is known
         obs = np.zeros((1, family.obs_dim))

@@ -217,7 +217,7 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
         _save_episodes(data_dir, it, "", eps)
         state.data.add(eps)
         state.env_steps += eps.env_steps
-        if it > 0 and config.oracle_rollouts:
+        if _has_oracle_data(config, it):
             expert = _oracle_episodes(config, family, planner, cost, steps, rng)
             _save_episodes(data_dir, it, "_oracle", expert)
             state.data.add(expert)
@@ -270,8 +270,18 @@ def _oracle_episodes(
     return run_episodes(family, tasks, seeds, steps, rng, controller, hold=hold)
 
 
+def _has_oracle_data(config: MBConfig, it: int) -> bool:
+    """Whether iteration ``it`` also collects (and its data folder holds) oracle-planned episodes."""
+    return it > 0 and config.oracle_rollouts > 0
+
+
+def _data_path(data_dir: str, it: int, suffix: str = "") -> str:
+    """Iteration ``it``'s episodes: ``iter_NNNN.npz`` (the method's own), ``iter_NNNN_oracle.npz`` (the oracle's)."""
+    return os.path.join(data_dir, f"iter_{it:04d}{suffix}.npz")
+
+
 def _save_episodes(data_dir: str, it: int, suffix: str, eps: Episodes) -> None:
-    save_checked(os.path.join(data_dir, f"iter_{it:04d}{suffix}.npz"),
+    save_checked(_data_path(data_dir, it, suffix),
                  {"obs": eps.obs, "act": eps.act, "rewards": eps.rewards, "lengths": eps.lengths})  # fmt: skip
 
 
@@ -377,9 +387,10 @@ class _State:
             state = cls(int(f["iteration"]), params, inner, adam, stats, Dataset(config.decision_steps),
                         int(f["env_steps"]), float(f["elapsed_s"]))  # fmt: skip
             for it in range(state.iteration):  # a checkpoint is only as good as the data it was trained on
-                state.data.add(load_episodes(os.path.join(out_dir, "data", f"iter_{it:04d}.npz")))
-                if it > 0 and config.oracle_rollouts:
-                    state.data.add(load_episodes(os.path.join(out_dir, "data", f"iter_{it:04d}_oracle.npz")))
+                data_dir = os.path.join(out_dir, "data")
+                state.data.add(load_episodes(_data_path(data_dir, it)))
+                if _has_oracle_data(config, it):
+                    state.data.add(load_episodes(_data_path(data_dir, it, "_oracle")))
             return state
 
         state, path, _ = resume_from(os.path.join(out_dir, "checkpoints"), load)
