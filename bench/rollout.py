@@ -7,8 +7,9 @@ On the same HalfCheetah model and with the same random linear policy:
 - our batched closed-loop rollout (``sim.rollout``), our Gymnasium env, Gymnasium's HalfCheetah-v5;
 - ES-style evaluation (per-row parameters) through the worker backends: 1 vs 2 local
   processes, and local vs Ray at the same worker count.
-Quote the ratios, not absolute numbers: the machine is shared and noisy. Prints a table
-and writes ``summary.json``.
+Quote the ratios, not absolute numbers: the machine is shared and noisy. The contenders of each ratio run
+interleaved (raw physics and our rollout repeat in turn; the two envs alternate every ``BLOCK`` steps), so a
+drift in the machine's load hits both. Prints a table and writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from metactl.report import format_table
 from metactl.summary import write_summary
 
 FAMILY = "halfcheetah_fb"
+BLOCK = 500
+"""Env steps per timed block: the two envs alternate block by block."""
 
 
 def _raw_physics(steps: int) -> float:
@@ -89,6 +92,28 @@ def _best(fn: Any, repeats: int) -> float:
     return min(fn() for _ in range(repeats))
 
 
+def _best_interleaved(fns: list[Any], repeats: int) -> list[float]:
+    """The best of ``repeats`` runs of each of ``fns``, run in turn (a, b, a, b, ...): on a shared machine the
+    load drifts over seconds, and interleaving exposes every contender to the same drift."""
+    times = [[fn() for fn in fns] for _ in range(repeats)]
+    return [min(run[i] for run in times) for i in range(len(fns))]
+
+
+def _interleaved_blocks(envs: list[Any], blocks: Any, repeats: int) -> list[tuple[float, float]]:
+    """Per env, the sums over blocks of each block's best time over ``repeats`` runs, the envs alternating block
+    by block (so both see the same machine load); ``blocks(env)`` yields per-block time pairs."""
+    best: list[list[np.ndarray]] = [[] for _ in envs]
+    for _ in range(repeats):
+        runs = [blocks(env) for env in envs]
+        for i, run in enumerate(zip(*runs, strict=True)):
+            for e, pair in enumerate(run):
+                if len(best[e]) <= i:
+                    best[e].append(np.asarray(pair))
+                else:
+                    best[e][i] = np.minimum(best[e][i], pair)
+    return [tuple(np.sum(b, axis=0)) for b in best]  # type: ignore[misc]
+
+
 def _policy(obs_dim: int, act_dim: int, rows: int) -> np.ndarray:
     return 0.3 * np.random.default_rng(1).standard_normal((rows, obs_dim * act_dim + act_dim))
 
@@ -121,8 +146,8 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
         sim.rollout(b, policy, list(range(batch)), horizon)
         return time.perf_counter() - t0
 
-    rates["raw_physics"] = batch * horizon / _best(lambda: _replay(family, task, policy, batch, horizon), repeats)
-    rates["ours_rollout"] = batch * horizon / _best(ours, repeats)
+    raw_s, ours_s = _best_interleaved([lambda: _replay(family, task, policy, batch, horizon), ours], repeats)
+    rates["raw_physics"], rates["ours_rollout"] = batch * horizon / raw_s, batch * horizon / ours_s
 
     ours_env = gymnasium.make(family.env_id).unwrapped
     ours_env.set_task(task)
@@ -134,33 +159,30 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
     env_controls = np.zeros((steps, family.act_dim))
     last_obs: dict[str, np.ndarray] = {}
 
-    def env_loop(env: Any, record: bool = False) -> tuple[float, float]:
-        """Seconds of the whole loop (policy + env) and of its ``env.step`` calls alone. Both envs start from the
-        same state and so run the same trajectory, bit for bit (the same physics and policy): the same contact
-        work, so the ratios are the cost of the env itself."""
+    def env_blocks(env: Any, record: bool = False) -> Any:
+        """Run ``steps`` closed-loop steps, yielding (seconds of the loop, seconds of its ``env.step`` calls) per
+        block of ``BLOCK`` steps. Both envs start from the same state and so run the same trajectory, bit for bit
+        (the same physics and policy): the same contact work, so the ratios are the cost of the env itself."""
         env.reset(seed=0)
         if env is gym_env:
             env.set_state(*start)
-        obs, in_step, clock = obs0, 0.0, time.perf_counter
-        t0 = clock()
-        for t in range(steps):
-            action = spec.forward(w, obs[None])[0].astype(np.float32)
-            if record:
-                env_controls[t] = action
-            t1 = clock()
-            obs, *_ = env.step(action)
-            in_step += clock() - t1
-        elapsed = clock() - t0
+        obs, clock = obs0, time.perf_counter
+        for first in range(0, steps, BLOCK):
+            in_step = 0.0
+            t0 = clock()
+            for t in range(first, min(first + BLOCK, steps)):
+                action = spec.forward(w, obs[None])[0].astype(np.float32)
+                if record:
+                    env_controls[t] = action
+                t1 = clock()
+                obs, *_ = env.step(action)
+                in_step += clock() - t1
+            yield clock() - t0, in_step
         last_obs[type(env).__name__] = obs
-        return elapsed, in_step
 
-    def best_loop(env: Any) -> tuple[float, float]:
-        runs = [env_loop(env) for _ in range(repeats)]
-        return min(r[0] for r in runs), min(r[1] for r in runs)
-
-    env_loop(ours_env, record=True)
-    ours_loop, ours_step = best_loop(ours_env)
-    gym_loop, gym_step = best_loop(gym_env)
+    for _ in env_blocks(ours_env, record=True):
+        pass
+    (ours_loop, ours_step), (gym_loop, gym_step) = _interleaved_blocks([ours_env, gym_env], env_blocks, repeats)
     rates["ours_gymnasium_env"], rates["gymnasium_halfcheetah_v5"] = steps / ours_loop, steps / gym_loop
     env_physics_s = _best(lambda: _bare_physics(np.clip(env_controls, -1, 1), start), repeats) / steps
 

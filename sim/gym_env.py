@@ -64,10 +64,11 @@ class TaskFamilyEnv(gymnasium.Env):
         return obs, {}
 
     def step(self, action: np.ndarray):  # type: ignore[override]
-        obs, reward, terminated = self._step(action)
         self._t += 1
-        if self.render_mode is not None:
-            self._show(obs)
+        if self.render_mode is None:
+            return (*self._step(action), self._t >= self._horizon, {})
+        obs, reward, terminated = self._step(action)
+        self._show(obs)
         return obs, reward, terminated, self._t >= self._horizon, {}
 
     def _step_batch(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:

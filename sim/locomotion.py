@@ -217,14 +217,17 @@ class MujocoBatch(BatchSim):
         self.t += 1
         ctrl = self._ctrl0
         np.minimum(np.maximum(action, fam.action_low, out=ctrl), fam.action_high, out=ctrl)
-        action = ctrl.copy()
-        if self.gain is not None:
+        if self.gain is None:
+            action = ctrl  # the controls are the clipped action; stepping does not change them
+        else:
+            action = ctrl.copy()
             ctrl *= self.gain[0]
-        x_before = self.x[0]
+        x_before = self.x.item(0)
         if self._step_raw(None, self.frame_skip, 0):  # MuJoCo's batch call itself: its Python wrapper costs 1.3 us
             raise mujoco.batch.SimulationError(np.zeros(1, dtype=int), self._batch.error(0), 1)
         obs = self._obs0.copy() if self._obs0 is not None else np.concatenate((self._pos[0], self._vel[0]))
-        reward, terminated = fam.reward_one((self.x[0] - x_before) * self.inv_dt, action, obs, self.target[0])
+        vx = (self.x.item(0) - x_before) * self.inv_dt
+        reward, terminated = fam.reward_one(vx, action, obs, self.target.item(0))
         return obs, reward, terminated
 
 

@@ -24,3 +24,20 @@ def test_bench_rollout_writes_every_rate_and_ratio(tmp_path):
     assert s["env_same_trajectory"]
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["ray_vs_local"] is None and "versions" in written
+
+
+def test_interleaved_blocks_sums_each_blocks_best_time_and_alternates():
+    from metactl.bench.rollout import _interleaved_blocks
+
+    order: list[str] = []
+    times = {"a": iter([(3.0, 1.0), (2.0, 2.0), (1.0, 1.0), (5.0, 0.5)]), "b": iter([(4.0, 4.0)] * 4)}
+
+    def blocks(env: str):
+        for _ in range(2):
+            order.append(env)
+            yield next(times[env])
+
+    (a_loop, a_step), (b_loop, b_step) = _interleaved_blocks(["a", "b"], blocks, repeats=2)
+    assert order == ["a", "b"] * 4  # block by block, in turn
+    assert (a_loop, a_step) == (1.0 + 2.0, 1.0 + 0.5)  # per block, the best of the two runs
+    assert (b_loop, b_step) == (8.0, 8.0)
