@@ -47,7 +47,9 @@ def test_hidden_state_carries_over_episodes_and_resets_between_trials() -> None:
     # Every trial starts from the zero state: a second trial's first step (same first input) repeats the first's.
     again = collect(policy, make_trials(TINY, np.random.default_rng(9), 6), 5, torch.Generator().manual_seed(5))
     np.testing.assert_allclose(again.values[0].numpy(), batch.values[0].numpy(), atol=1e-7)
-    assert np.ptp(batch.values[0].numpy()) == 0 and np.ptp(batch.values[1].numpy()) > 0
+    # The first step's values agree across the 6 trials to rounding (a SIMD kernel's tail rows can differ by an ulp);
+    # the second step's differ, each trial having seen its own first reward.
+    assert np.ptp(batch.values[0].numpy()) < 1e-6 and np.ptp(batch.values[1].numpy()) > 1e-4
 
 
 def test_same_seed_same_run_and_save_load_roundtrip(tmp_path) -> None:
