@@ -174,6 +174,14 @@ def heldout_seeds(key: int, n: int) -> list[int]:
     return np.random.default_rng([key, EVAL_SEED_KEY]).integers(0, 2**31 - 1, n).tolist()
 
 
+def pre_post_returns(
+    ev: Evaluator, operator: AdaptationOperator, params: np.ndarray, tasks: list[Any], seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns [E] of ``params`` before and after ``operator`` adapts it on each episode's task (the same episodes)."""
+    rows = np.tile(params, (len(tasks), 1))
+    return ev.evaluate(rows, tasks, seeds), ev.evaluate(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
+
+
 def heldout_returns(
     config: TrainConfig,
     family: TaskFamily,
@@ -189,9 +197,7 @@ def heldout_returns(
     tasks = test * config.eval_repeats
     seeds = heldout_seeds(config.seed, len(tasks))
     ev = Evaluator(family, policy.spec, policy.normalizer, config.horizon or family.horizon, backend or InProcess())
-    rows = np.tile(policy.params, (len(tasks), 1))
-    pre = ev.evaluate(rows, tasks, seeds)
-    post = ev.evaluate(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
+    pre, post = pre_post_returns(ev, operator, policy.params, tasks, seeds)
     return (
         pre.reshape(config.eval_repeats, len(test)).mean(axis=0),
         post.reshape(config.eval_repeats, len(test)).mean(axis=0),

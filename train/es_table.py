@@ -32,7 +32,7 @@ import numpy as np
 from metactl.controllers import AdaptationOperator, NormalizerSnapshot, Policy, load_policy
 from metactl.sim import TaskFamily, make_family
 from metactl.train.config import TrainConfig
-from metactl.train.es_maml import heldout_seeds
+from metactl.train.es_maml import heldout_seeds, pre_post_returns
 from metactl.train.lockstep import Evaluator
 from metactl.train.task_sets import standard_error, task_label, task_set
 
@@ -106,7 +106,7 @@ def evaluate_es_runs(
             pre = ev.evaluate(np.tile(run.policy.params, (episodes, 1)), [held_out[k]] * episodes, mine)
             _put(per_seed["specialist"][labels[k]], run, float(pre.mean()))
             continue
-        pre, post = _pre_post(ev, operator, run.policy.params, batch, seeds)
+        pre, post = pre_post_returns(ev, operator, run.policy.params, batch, seeds)
         for i, label in enumerate(labels):
             _put(per_seed[f"{run.kind}_pre"][label], run, float(pre[i * episodes : (i + 1) * episodes].mean()))
             _put(per_seed[f"{run.kind}_post"][label], run, float(post[i * episodes : (i + 1) * episodes].mean()))
@@ -137,14 +137,6 @@ def _put(slot: dict[int, float], run: ESRun, value: float) -> None:
     if run.config.seed in slot:
         raise ValueError(f"two {run.kind} runs with seed {run.config.seed} for one task (the second: {run.path})")
     slot[run.config.seed] = value
-
-
-def _pre_post(
-    ev: Evaluator, operator: AdaptationOperator, params: np.ndarray, tasks: list[Any], seeds: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Returns [E] before and after ``operator`` adapts ``params`` on each episode's task (the same episodes)."""
-    rows = np.tile(params, (len(tasks), 1))
-    return ev.evaluate(rows, tasks, seeds), ev.evaluate(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
 
 
 def _zero_action(family: TaskFamily, like: Policy, tasks: list[Any], seeds: list[int], steps: int) -> np.ndarray:

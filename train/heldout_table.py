@@ -28,8 +28,7 @@ from metactl.sim import make_family
 from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller
 from metactl.train.model_error import open_loop_error
 from metactl.train.oracle import OracleDynamics
-from metactl.train.task_sets import VALIDATION_KEY, VALIDATION_TASKS, task_label, task_set
-from metactl.train.task_sets import standard_error as _se
+from metactl.train.task_sets import standard_error, task_label, task_set
 from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal", "rebal_frozen"), "mb": ("mb", "mb_de")}
@@ -37,7 +36,6 @@ METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal", "rebal_frozen")
 step; an LSTM state that reads no transitions); an MB model also as MB+DE."""
 FROZEN = {"frozen": "grbal", "rebal_frozen": "rebal"}
 """Frozen mode -> the adapting mode whose weights it runs (summary: ``adapt_vs_frozen``, ``rebal_adapt_vs_frozen``)."""
-__all__ = ["VALIDATION_KEY", "VALIDATION_TASKS", "evaluate_runs", "task_set"]
 TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
 
 
@@ -143,7 +141,7 @@ def _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizon
                            "runs": [os.path.abspath(r) for r in run_dirs]}  # fmt: skip
     for term in TERMS:
         out[term] = {m: {t: float(np.mean(v)) for t, v in d[term].items()} for m, d in per_seed.items()}
-        out[f"{term}_se"] = {m: {t: _se(v) for t, v in d[term].items()} for m, d in per_seed.items()}
+        out[f"{term}_se"] = {m: {t: standard_error(v) for t, v in d[term].items()} for m, d in per_seed.items()}
     out["per_seed"] = {m: d["returns"] for m, d in per_seed.items()}
     out["per_seed_progress"] = {m: d["progress"] for m, d in per_seed.items()}
     for mode in per_seed:
@@ -162,9 +160,9 @@ def _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizon
         for label in labels:  # paired over seeds: the same episodes
             diff = np.subtract(per_seed[adapting]["returns"][label], per_seed[frozen]["returns"][label])
             after = np.subtract(per_seed[adapting]["progress_after"][label], per_seed[frozen]["progress_after"][label])
-            entry = {"return_diff": float(diff.mean()), "se": _se(list(diff)), "seeds": len(diff)}
+            entry = {"return_diff": float(diff.mean()), "se": standard_error(list(diff)), "seeds": len(diff)}
             if np.isfinite(after).all():  # a change test: also the progress after the change
-                entry |= {"progress_after_diff": float(after.mean()), "progress_after_se": _se(list(after))}
+                entry |= {"progress_after_diff": float(after.mean()), "progress_after_se": standard_error(list(after))}
             out[key][label] = entry
     if errors:
         out["model_error"] = {m: {k: np.mean(v, axis=0).tolist() for k, v in d.items()} for m, d in errors.items()}
