@@ -14,6 +14,17 @@ from metactl.controllers.dynamics import DynamicsError, DynamicsSpec, DynamicsSt
 from metactl.controllers.normalizer import NormalizerSnapshot
 from metactl.controllers.policies import Policy, PolicyError, PolicySpec
 
+POLICY_FILE = "policy.npz"
+"""What ``metactl train es`` writes into its output folder."""
+MODEL_FILE = "model.npz"
+"""What ``metactl train grbal|rebal|mb`` writes into its output folder."""
+
+
+def run_file(run: str, name: str) -> str:
+    """The path of a run's ``name`` file (``POLICY_FILE``, ``MODEL_FILE``): inside ``run`` if it is a folder, else
+    ``run`` itself (a file given directly). Whether it exists is the caller's check: its error names the fix."""
+    return os.path.join(run, name) if os.path.isdir(run) else run
+
 
 def save_policy(path: str, policy: Policy, extra: dict[str, Any]) -> None:
     """Write atomically: a crash mid-write never leaves a truncated file behind."""

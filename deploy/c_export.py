@@ -36,6 +36,7 @@ import numpy as np
 
 from metactl.controllers import NormalizerSnapshot, Policy, PolicySpec, load_policy
 from metactl.controllers.normalizer import CLIP
+from metactl.controllers.serialization import POLICY_FILE, run_file
 from metactl.deploy import metadata as md
 from metactl.deploy.errors import BundleError
 
@@ -94,7 +95,7 @@ def load_c_policy(source: str | Policy | CPolicy) -> CPolicy:
             raise BundleError(f"bundle {path} holds a {meta.kind}; only policy bundles export to C")
         bundle = PolicyBundle.load(path, meta)
         return CPolicy(meta.spec, meta.normalizer, np.asarray(bundle.params, dtype=np.float64))
-    npz = os.path.join(path, "policy.npz") if os.path.isdir(path) else path
+    npz = run_file(path, POLICY_FILE)
     if not os.path.isfile(npz):
         raise BundleError(f"no policy at {path}: pass a bundle folder, a 'metactl train' output or its policy.npz")
     policy, _ = load_policy(npz)

@@ -90,14 +90,16 @@ def export(cmd: cli.Export) -> dict[str, Any]:
     """ONNX bundle of a policy or a dynamics model (picked from the run's files), or the policy as C / firmware."""
     if cmd.target != "onnx":
         return _export_native(cmd)
+    from metactl.controllers.serialization import MODEL_FILE, POLICY_FILE, run_file
+
     run = cmd.run
     # (the run's file, its exporter); a file given directly goes by its name, any other file is a policy
     exporters = (("rl2.npz", "metactl.deploy.rl2_export:export_rl2_bundle"),
-                 ("model.npz", "metactl.deploy.model_export:export_model_bundle"),
-                 ("policy.npz", "metactl.deploy.export:export_bundle"))  # fmt: skip
-    candidates = ((os.path.join(run, name) if os.path.isdir(run) else run, name, target) for name, target in exporters)
+                 (MODEL_FILE, "metactl.deploy.model_export:export_model_bundle"),
+                 (POLICY_FILE, "metactl.deploy.export:export_bundle"))  # fmt: skip
+    candidates = ((run_file(run, name), name, target) for name, target in exporters)
     found = next(((path, target) for path, name, target in candidates
-                  if os.path.isfile(path) and name in ("policy.npz", os.path.basename(path))), None)  # fmt: skip
+                  if os.path.isfile(path) and name in (POLICY_FILE, os.path.basename(path))), None)  # fmt: skip
     if found is None:
         raise UserError(f"no trained policy or model at {run}; pass --run with a 'metactl train' --out folder")
     source, target = found

@@ -27,7 +27,10 @@ MODEL_BASED_FLAGS = ("de_lr", "samples", "noise_std", "horizon")
 
 def is_es_run(run: str) -> bool:
     """True for a ``metactl train es`` output folder (or its policy.npz)."""
-    return os.path.isfile(os.path.join(run, "policy.npz")) or (os.path.isfile(run) and run.endswith("policy.npz"))
+    from metactl.controllers.serialization import POLICY_FILE, run_file
+
+    path = run_file(run, POLICY_FILE)
+    return os.path.basename(path) == POLICY_FILE and os.path.isfile(path)
 
 
 def evaluate_es(cmd: cli.Eval) -> dict[str, Any]:
@@ -40,7 +43,9 @@ def evaluate_es(cmd: cli.Eval) -> dict[str, Any]:
         raise UserError(
             f"{', '.join(given)} apply to model-based runs only; leave them out for 'metactl train es' runs"
         )
-    if any(os.path.isfile(os.path.join(r, "model.npz")) for r in cmd.runs):
+    from metactl.controllers.serialization import MODEL_FILE
+
+    if any(os.path.isfile(os.path.join(r, MODEL_FILE)) for r in cmd.runs):
         raise UserError("metactl eval: runs mix 'metactl train es' folders with model-based ones; evaluate them apart")
     try:
         result = evaluate_es_runs(list(cmd.runs), episodes=cmd.episodes or 10, steps=cmd.steps, tasks=cmd.tasks)

@@ -36,6 +36,7 @@ from metactl.controllers import (
     RunningNormalizer,
     save_policy,
 )
+from metactl.controllers.serialization import POLICY_FILE
 from metactl.sim import TaskFamily, make_family
 from metactl.summary import write_summary
 from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -298,7 +299,7 @@ def _finish(
     post: np.ndarray,
 ) -> TrainResult:
     policy = current_policy(state, config, spec)
-    policy_path = os.path.join(out_dir, "policy.npz")
+    policy_path = os.path.join(out_dir, POLICY_FILE)
     extra = {
         "family": config.family,
         "control_period": family.control_period,

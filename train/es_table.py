@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 
 from metactl.controllers import AdaptationOperator, NormalizerSnapshot, Policy, load_policy
+from metactl.controllers.serialization import POLICY_FILE, run_file
 from metactl.sim import TaskFamily, make_family
 from metactl.train.config import TrainConfig
 from metactl.train.es_maml import heldout_seeds, pre_post_returns
 from metactl.train.lockstep import Evaluator
-from metactl.train.task_sets import standard_error, task_label, task_set
+from metactl.train.task_sets import paired_difference, standard_error, task_label, task_set
 
 TABLE_KEY = 16
 """Key of the table's task seeds (``es_maml.heldout_seeds``): every run and method sees the same episodes."""
@@ -57,7 +58,7 @@ class ESRun:
 
 def load_run(run: str) -> ESRun:
     """The run in folder ``run`` (or its policy.npz); ``ValueError`` naming the fix if it is not one."""
-    path = os.path.join(run, "policy.npz") if os.path.isdir(run) else run
+    path = run_file(run, POLICY_FILE)
     if not os.path.isfile(path):
         raise ValueError(f"no trained policy at {path}; pass 'metactl train es' output folders")
     policy, extra = load_policy(path)
@@ -153,10 +154,8 @@ def _with_mean(per_task: dict[str, dict[int, float]]) -> dict[str, dict[int, flo
 
 def _diff(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     """Paired difference a - b over the seeds both have."""
-    seeds = sorted(set(a) & set(b))
-    d = [a[s] - b[s] for s in seeds]
-    mean, se = (float(np.mean(d)), standard_error(d)) if d else (float("nan"), float("nan"))
-    return {"return_diff": mean, "se": se, "seeds": len(d), "above_2se": bool(d) and mean > 2 * se}
+    mean, se, n = paired_difference(a, b)
+    return {"return_diff": mean, "se": se, "seeds": n, "above_2se": bool(n) and mean > 2 * se}
 
 
 def _summary(family, labels, tasks, episodes, steps, per_seed, runs, operator) -> dict[str, Any]:

@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from metactl.controllers.serialization import load_dynamics_model, load_inner_params
+from metactl.controllers.serialization import MODEL_FILE, load_dynamics_model, load_inner_params, run_file
 from metactl.sim import make_family
 from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller
 from metactl.train.model_error import open_loop_error
 from metactl.train.oracle import OracleDynamics
-from metactl.train.task_sets import standard_error, task_label, task_set
+from metactl.train.task_sets import paired_difference, standard_error, task_label, task_set
 from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal", "rebal_frozen"), "mb": ("mb", "mb_de")}
@@ -40,7 +40,7 @@ TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
 
 
 def _model_path(run: str) -> str:
-    path = os.path.join(run, "model.npz") if os.path.isdir(run) else run
+    path = run_file(run, MODEL_FILE)
     if not os.path.isfile(path):
         raise ValueError(f"no trained model at {path}; pass 'metactl train grbal|rebal|mb' output folders")
     return path
@@ -158,11 +158,14 @@ def _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizon
         key = "adapt_vs_frozen" if adapting == "grbal" else f"{adapting}_adapt_vs_frozen"
         out[key] = {}
         for label in labels:  # paired over seeds: the same episodes
-            diff = np.subtract(per_seed[adapting]["returns"][label], per_seed[frozen]["returns"][label])
-            after = np.subtract(per_seed[adapting]["progress_after"][label], per_seed[frozen]["progress_after"][label])
-            entry = {"return_diff": float(diff.mean()), "se": standard_error(list(diff)), "seeds": len(diff)}
-            if np.isfinite(after).all():  # a change test: also the progress after the change
-                entry |= {"progress_after_diff": float(after.mean()), "progress_after_se": standard_error(list(after))}
+            mean, se, n = paired_difference(
+                *(dict(enumerate(per_seed[m]["returns"][label])) for m in (adapting, frozen))
+            )
+            entry = {"return_diff": mean, "se": se, "seeds": n}
+            after = [dict(enumerate(per_seed[m]["progress_after"][label])) for m in (adapting, frozen)]
+            if all(np.isfinite(list(d.values())).all() for d in after):  # a change test: also the progress after it
+                mean, se, _ = paired_difference(*after)
+                entry |= {"progress_after_diff": mean, "progress_after_se": se}
             out[key][label] = entry
     if errors:
         out["model_error"] = {m: {k: np.mean(v, axis=0).tolist() for k, v in d.items()} for m, d in errors.items()}

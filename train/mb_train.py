@@ -32,7 +32,7 @@ import torch
 
 from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
 from metactl.controllers.mpc import MPCController
-from metactl.controllers.serialization import save_dynamics_model
+from metactl.controllers.serialization import MODEL_FILE, save_dynamics_model
 from metactl.sim import TaskFamily, make_family
 from metactl.summary import write_summary
 from metactl.train import dynamics_model as dm
@@ -49,7 +49,6 @@ from metactl.train.run_curves import MBCurves
 from metactl.train.torch_online import Adaptation, TorchOnlineModel
 
 log = logging.getLogger(__name__)
-MODEL_FILE = "model.npz"
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 COLLECT_MODE = {"grbal": "grbal", "rebal": "rebal", "mb": "mb"}
 

@@ -43,3 +43,10 @@ def task_set(family: Any, tasks: str) -> list[Any]:
 def standard_error(values: list[float]) -> float:
     """Standard error of the mean of ``values`` (sample std / sqrt(n)); NaN for fewer than two."""
     return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
+    """Mean and standard error over seeds of ``a[seed] - b[seed]`` (the same seed: the same episodes), on the seeds
+    both have, and how many; NaNs when none."""
+    diff = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    return (float(np.mean(diff)) if diff else float("nan")), standard_error(diff), len(diff)
