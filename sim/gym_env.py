@@ -83,8 +83,10 @@ class TaskFamilyEnv(gymnasium.Env):
             from metactl.sim.render import SceneRenderer
 
             self._renderer = SceneRenderer(self.family, self.task)
+        if hasattr(self._sim, "data"):  # a MuJoCo family: its true state, drawn with the model it runs now
+            return self._renderer.frame(live=self._sim.data(0), model=self._sim.models[0])
         self._renderer.observe(self._obs)
-        return self._renderer.frame(live=self._sim.data(0) if hasattr(self._sim, "data") else None)
+        return self._renderer.frame()
 
     def _show(self, obs: np.ndarray) -> None:
         self._obs = obs
@@ -95,11 +97,15 @@ class TaskFamilyEnv(gymnasium.Env):
         """MuJoCo's interactive viewer on the simulated robot itself (needs a display)."""
         if not hasattr(self._sim, "data"):
             raise gymnasium.error.Error(f"render_mode 'human' needs a MuJoCo family; {self.family.name} is 2-D")
+        model = self._sim.models[0]
+        if self._viewer is not None and self._viewer_model is not model:  # a mid-episode change: the new robot
+            self._viewer.close()
+            self._viewer = None
         if self._viewer is None:
             import mujoco.viewer
 
-            self._shown = self._sim.data(0)
-            self._viewer = mujoco.viewer.launch_passive(self._sim.models[0], self._shown)
+            self._shown, self._viewer_model = self._sim.data(0), model
+            self._viewer = mujoco.viewer.launch_passive(model, self._shown)
         with self._viewer.lock():
             self._sim.data(0, self._shown)
         self._viewer.sync()

@@ -64,3 +64,42 @@ def test_a_video_of_an_episode(gl, tmp_path) -> None:
     assert len(frames) == len(range(0, 40, frame_stride(family.control_period)))  # 0.1 s steps at 25 fps: all 40
     assert frames[0].shape[:2] == (240, 320)
     assert np.abs(frames[-1].astype(int) - frames[0]).sum() > 0
+
+
+def test_a_mid_episode_change_is_drawn_with_the_changed_robot(gl) -> None:
+    """Ant, leg 3 crippled at step 250: frames replayed from the observations draw the healthy robot up to the change
+    and the shrunken leg after it, as renderers of the two tasks do; the live (rgb_array) frame after the change is
+    the crippled model's, not the healthy one's."""
+    family = sim.make_family("ant_crippled_leg")
+    change = family.change_tests()[0]
+    env = gymnasium.make(family.env_id, render_mode="rgb_array").unwrapped
+    env.set_task(change)
+    replay, observations, replayed = SceneRenderer(family, change), [], {}
+    obs, _ = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for t in range(change.at_step + 2):
+        observations.append(obs)
+        replay.observe(obs)
+        if t >= change.at_step:  # the last observation before the change, and the first after it
+            replayed[t] = replay.frame().astype(int)
+        obs, *_ = env.step(rng.uniform(-1, 1, 8).astype(np.float32))
+
+    def drawn_as(task, upto: int = -1, live=None) -> np.ndarray:
+        """A renderer of ``task`` alone: the observations up to index ``upto``, or the simulator state ``live``."""
+        renderer = SceneRenderer(family, task)
+        for o in observations[: upto + 1]:
+            renderer.observe(o)
+        frame = renderer.frame(live=live).astype(int)
+        renderer.close()
+        return frame
+
+    for t, (now, other) in {change.at_step: (change.first, change.then),
+                            change.at_step + 1: (change.then, change.first)}.items():  # fmt: skip
+        assert np.array_equal(replayed[t], drawn_as(now, t))
+        assert not np.array_equal(replayed[t], drawn_as(other, t))  # the leg's size shows
+    live = env.render().astype(int)
+    assert live.std() > 10
+    assert np.array_equal(live, drawn_as(change.then, live=env._sim.data(0)))
+    assert not np.array_equal(live, drawn_as(change.first, live=env._sim.data(0)))
+    replay.close()
+    env.close()
