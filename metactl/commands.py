@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from metactl.report import format_table
+from metactl.report import format_table, mean_se
 from metactl.summary import write_summary
 
 if TYPE_CHECKING:
@@ -166,6 +166,8 @@ def evaluate(cmd: cli.Eval) -> dict[str, Any]:
     return result
 
 
+TERMS = ("returns", "progress", "progress_after")
+"""The eval table's per-seed terms shown as mean ± standard error."""
 NAMES = {"grbal": "GrBAL", "frozen": "GrBAL frozen", "rebal": "ReBAL", "rebal_frozen": "ReBAL frozen", "mb": "MB",
          "mb_de": "MB+DE", "oracle": "oracle"}  # fmt: skip
 
@@ -181,9 +183,10 @@ def _print_eval(result: dict[str, Any]) -> None:
             n = len(result["per_seed"][mode][task])
             share = result.get(f"{mode}_vs_oracle", {}).get(task)
             after = result["progress_after"][mode][task]
-            rows.append((name, n, _cell(result, "returns", mode, task), _cell(result, "progress", mode, task),
+            cells = {t: mean_se(result[t][mode][task], result[f"{t}_se"][mode][task], n) for t in TERMS}
+            rows.append((name, n, cells["returns"], cells["progress"],
                          f"{result['ctrl_cost'][mode][task]:.1f}", f"{result['alive'][mode][task]:.1f}",
-                         "-" if after != after else _cell(result, "progress_after", mode, task),
+                         "-" if after != after else cells["progress_after"],
                          "-" if share is None else f"{share:.2f}"))  # fmt: skip
         title = (f"metactl eval: {result['family']}, {task} ({result['episodes']} episodes per seed, mean ± SE over "
                  f"seeds; horizon {', '.join(f'{h:g}' for h in result['horizon_s'])} s)")  # fmt: skip
@@ -195,10 +198,6 @@ def _print_eval(result: dict[str, Any]) -> None:
             if "progress_after_diff" in d:
                 line += f", progress after the change {d['progress_after_diff']:+.1f} ± {d['progress_after_se']:.1f}"
             print(f"{line} (SE over {d['seeds']} seeds)")
-
-
-def _cell(result: dict[str, Any], term: str, mode: str, task: str) -> str:
-    return f"{result[term][mode][task]:.1f} ± {result[term + '_se'][mode][task]:.1f}"
 
 
 def run(cmd: cli.Run) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from metactl.commands import UserError
-from metactl.report import format_table
+from metactl.report import format_table, mean_se
 from metactl.summary import write_summary
 
 if TYPE_CHECKING:
@@ -65,8 +65,7 @@ def print_es_eval(result: dict[str, Any]) -> None:
             if method not in result["returns"]:
                 continue
             n = len(result["per_seed"][method][task])
-            mean, se = result["returns"][method][task], result["returns_se"][method][task]
-            cell = "-" if n == 0 else (f"{mean:.1f}" if n == 1 else f"{mean:.1f} ± {se:.1f}")
+            cell = mean_se(result["returns"][method][task], result["returns_se"][method][task], n)
             rows.append((name, n, cell, _share(result, method, task)))
         title = (
             f"metactl eval: {result['family']}, {task} ({result['episodes']} episodes per seed and task, "

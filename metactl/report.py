@@ -17,6 +17,14 @@ def format_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any
     return "\n".join(out)
 
 
+def mean_se(mean: float, se: float, n: int) -> str:
+    """A table cell for a mean over ``n`` seeds: "-" with none, the mean alone with one (no standard error), else
+    "mean ± se"."""
+    if n == 0:
+        return "-"
+    return f"{mean:.1f}" if n == 1 or se != se else f"{mean:.1f} ± {se:.1f}"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
