@@ -146,7 +146,7 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
         sim.rollout(b, policy, list(range(batch)), horizon)
         return time.perf_counter() - t0
 
-    raw_s, ours_s = _best_interleaved([lambda: _replay(family, task, policy, batch, horizon), ours], repeats)
+    raw_s, ours_s = _best_interleaved([lambda: _replay(family, task, policy, batch, horizon), ours], 3 * repeats)
     rates["raw_physics"], rates["ours_rollout"] = batch * horizon / raw_s, batch * horizon / ours_s
 
     ours_env = gymnasium.make(family.env_id).unwrapped
