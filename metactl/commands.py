@@ -194,9 +194,11 @@ def _print_eval(result: dict[str, Any]) -> None:
         print(format_table(title, headers, rows))
     for key, name in (("adapt_vs_frozen", "GrBAL"), ("rebal_adapt_vs_frozen", "ReBAL")):
         for task, d in result.get(key, {}).items():
-            line = f"{name} adapting - frozen on {task}: return {d['return_diff']:+.1f} ± {d['se']:.1f}"
+            n = d["seeds"]
+            line = f"{name} adapting - frozen on {task}: return {mean_se(d['return_diff'], d['se'], n, signed=True)}"
             if "progress_after_diff" in d:
-                line += f", progress after the change {d['progress_after_diff']:+.1f} ± {d['progress_after_se']:.1f}"
+                after = mean_se(d["progress_after_diff"], d["progress_after_se"], n, signed=True)
+                line += f", progress after the change {after}"
             print(f"{line} (SE over {d['seeds']} seeds)")
 
 

@@ -75,7 +75,8 @@ def print_es_eval(result: dict[str, Any]) -> None:
     for key, name in DIFFS.items():
         for task, d in result.get(key, {}).items():
             mark = " (> 2 SE)" if d["above_2se"] else ""
-            print(f"{name} on {task}: {d['return_diff']:+.1f} ± {d['se']:.1f} (SE over {d['seeds']} seeds){mark}")
+            diff = mean_se(d["return_diff"], d["se"], d["seeds"], signed=True)
+            print(f"{name} on {task}: {diff} (SE over {d['seeds']} seeds){mark}")
     budget = ", ".join(f"{k} {v}" for k, v in result["training_episodes"].items() if v)
     print(f"training episodes per run: {budget}")
 

@@ -17,12 +17,13 @@ def format_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any
     return "\n".join(out)
 
 
-def mean_se(mean: float, se: float, n: int) -> str:
-    """A table cell for a mean over ``n`` seeds: "-" with none, the mean alone with one (no standard error), else
-    "mean ± se"."""
+def mean_se(mean: float, se: float, n: int, signed: bool = False) -> str:
+    """A mean over ``n`` seeds: "-" with none, the mean alone with one (no standard error), else "mean ± se";
+    ``signed``: with its sign (a difference)."""
     if n == 0:
         return "-"
-    return f"{mean:.1f}" if n == 1 or se != se else f"{mean:.1f} ± {se:.1f}"
+    value = f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    return value if n == 1 or se != se else f"{value} ± {se:.1f}"
 
 
 def _fmt(value: Any) -> str:
