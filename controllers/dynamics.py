@@ -26,7 +26,7 @@ KINDS = ("mlp", "recurrent")
 STD_FLOOR = 1e-4
 """Normalization never divides by less: a signal that never moved in the data stays finite."""
 UNHEALTHY_COST = 100.0
-"""Planner cost per predicted step outside the robot's healthy height range (the episode would end)."""
+"""Planner cost per predicted step outside the robot's healthy height range (the episode would end) or posture limit."""
 
 
 class DynamicsError(ValueError):
@@ -141,7 +141,12 @@ class DynamicsStats:
 
 class ForwardCost:
     """Minus a locomotion reward, batched for the planner: ``-(v + alive) + ctrl_cost |a|^2`` per step, plus
-    ``UNHEALTHY_COST`` where the predicted height leaves ``height_range`` (the episode would end there).
+    ``UNHEALTHY_COST`` per predicted step where the height leaves ``height_range`` (the episode would end there) or
+    the posture signal leaves ``[-posture_limit, posture_limit]``.
+
+    The posture limit is a state constraint of the planner, not a term of the reward: with HalfCheetah's 0.5 s
+    look-ahead, every planner (the oracle on the true dynamics included) finds that flipping onto the back is the
+    quickest way to speed, and runs the rest of the episode upside down (docs/grbal.md, "Upright").
 
     Built from the task family's ``reward_spec`` and observation names, so the robot computes the same cost from
     the bundle's metadata. ``v`` is read from the predicted next observation.
@@ -160,16 +165,25 @@ class ForwardCost:
         self.velocity = index("velocity_signal")
         self.ctrl_cost = float(reward_spec["ctrl_cost"])
         self.alive_bonus = float(reward_spec.get("alive_bonus", 0.0))
-        self.height = index("height_signal") if reward_spec.get("height_signal") else None
-        low, high = reward_spec.get("height_range") or (-np.inf, np.inf)
-        self.height_low, self.height_high = float(low), float(high)
+        self.limits: list[tuple[int, float, float]] = []  # (signal, low, high): outside, the step costs UNHEALTHY_COST
+        if reward_spec.get("height_signal"):
+            low, high = reward_spec.get("height_range") or (-np.inf, np.inf)
+            self.limits.append((index("height_signal"), float(low), float(high)))
+        limit = reward_spec.get("posture_limit")
+        if limit:
+            if not reward_spec.get("posture_signal"):
+                raise DynamicsError("reward_spec.posture_limit is set but this robot has no posture_signal to bound; "
+                                    "leave posture_limit out (or 0)")  # fmt: skip
+            if not float(limit) > 0:
+                raise DynamicsError(f"reward_spec.posture_limit must be > 0 (or 0: none), got {limit!r}")
+            self.limits.append((index("posture_signal"), -float(limit), float(limit)))
 
     def __call__(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Cost [...] of transitions obs [..., d], act [..., a], next_obs [..., d]."""
         cost = self.ctrl_cost * np.sum(act * act, axis=-1) - next_obs[..., self.velocity] - self.alive_bonus
-        if self.height is not None:
-            z = next_obs[..., self.height]
-            cost = cost + UNHEALTHY_COST * ((z < self.height_low) | (z > self.height_high))
+        for i, low, high in self.limits:
+            z = next_obs[..., i]
+            cost = cost + UNHEALTHY_COST * ((z < low) | (z > high))
         return cost
 
 

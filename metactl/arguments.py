@@ -153,6 +153,8 @@ class Eval:
     """Planner sampling noise instead of the runs' own."""
     horizon: int | None = None
     """Planning horizon (decisions) instead of the runs' own."""
+    posture_limit: float | None = None
+    """Bound [rad] on the posture (HalfCheetah: torso pitch) in the planner's cost instead of the runs' (0: none)."""
     threads: int = 1
     """Torch threads."""
     video: bool = False

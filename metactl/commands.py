@@ -158,7 +158,8 @@ def evaluate(cmd: cli.Eval) -> dict[str, Any]:
     try:
         result = evaluate_runs(list(cmd.runs), episodes=cmd.episodes or 1, steps=cmd.steps, de_lr=cmd.de_lr,
                                tasks=cmd.tasks, oracle=cmd.oracle, model_error=cmd.model_error,
-                               video_dir=cmd.out if cmd.video else None, planner=_planner_override(cmd))  # fmt: skip
+                               video_dir=cmd.out if cmd.video else None, planner=_planner_override(cmd),
+                               posture_limit=cmd.posture_limit)  # fmt: skip
     except ValueError as e:
         raise UserError(str(e)) from None
     _print_eval(result)
@@ -173,8 +174,8 @@ NAMES = {"grbal": "GrBAL", "frozen": "GrBAL frozen", "rebal": "ReBAL", "rebal_fr
 
 
 def _print_eval(result: dict[str, Any]) -> None:
-    """Return and forward progress (mean ± standard error over seeds) per task, and each method's share of the
-    oracle's progress."""
+    """Return and forward progress (mean ± standard error over seeds) per task, the share of steps spent on the
+    robot's back, and each method's share of the oracle's progress."""
     for task in result["tasks"]:
         rows = []
         for mode, name in NAMES.items():
@@ -182,15 +183,17 @@ def _print_eval(result: dict[str, Any]) -> None:
                 continue
             n = len(result["per_seed"][mode][task])
             share = result.get(f"{mode}_vs_oracle", {}).get(task)
-            after = result["progress_after"][mode][task]
+            after, flipped = result["progress_after"][mode][task], result["upside_down"][mode][task]
             cells = {t: mean_se(result[t][mode][task], result[f"{t}_se"][mode][task], n) for t in TERMS}
             rows.append((name, n, cells["returns"], cells["progress"],
                          f"{result['ctrl_cost'][mode][task]:.1f}", f"{result['alive'][mode][task]:.1f}",
                          "-" if after != after else cells["progress_after"],
+                         "-" if flipped != flipped else f"{flipped:.2f}",
                          "-" if share is None else f"{share:.2f}"))  # fmt: skip
         title = (f"metactl eval: {result['family']}, {task} ({result['episodes']} episodes per seed, mean ± SE over "
                  f"seeds; horizon {', '.join(f'{h:g}' for h in result['horizon_s'])} s)")  # fmt: skip
-        headers = ("method", "seeds", "return", "progress", "ctrl cost", "alive", "progress after change", "vs oracle")
+        headers = ("method", "seeds", "return", "progress", "ctrl cost", "alive", "progress after change",
+                   "upside down", "vs oracle")  # fmt: skip
         print(format_table(title, headers, rows))
     for key, name in (("adapt_vs_frozen", "GrBAL"), ("rebal_adapt_vs_frozen", "ReBAL")):
         for task, d in result.get(key, {}).items():

@@ -54,14 +54,20 @@ CHEETAH_REWARD: dict[str, Any] = {
     "alive_bonus": 0.0,
     "height_signal": None,
     "height_range": None,
+    "posture_signal": "pos:rooty",
+    "posture_limit": 1.3,
 }
-"""``v_x - 0.05 |a|^2``, no termination (the HalfCheetah families)."""
+"""``v_x - 0.05 |a|^2``, no termination (the HalfCheetah families). The planner's cost also bounds the torso's pitch
+(``posture_signal``) at +-1.3 rad (``controllers.dynamics.ForwardCost``): unbounded, every planner flips the cheetah
+onto its back; the bound was chosen on validation tasks (docs/grbal.md, "Upright")."""
 ANT_REWARD: dict[str, Any] = {
     "velocity_signal": "vel:root.vx",
     "ctrl_cost": 0.005,
     "alive_bonus": 0.05,
     "height_signal": None,
     "height_range": None,
+    "posture_signal": None,
+    "posture_limit": None,
 }
 """``v_x - 0.005 |a|^2 + 0.05``, no termination (the reference code's Ant; ``ant_fb`` ends on a fall)."""
 LEG_ACTUATORS = ((2, 3), (4, 5), (6, 7), (0, 1))

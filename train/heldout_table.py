@@ -36,7 +36,7 @@ METHOD_MODES = {"grbal": ("grbal", "frozen"), "rebal": ("rebal", "rebal_frozen")
 step; an LSTM state that reads no transitions); an MB model also as MB+DE."""
 FROZEN = {"frozen": "grbal", "rebal_frozen": "rebal"}
 """Frozen mode -> the adapting mode whose weights it runs (summary: ``adapt_vs_frozen``, ``rebal_adapt_vs_frozen``)."""
-TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after")
+TERMS = ("returns", "progress", "ctrl_cost", "alive", "progress_after", "upside_down")
 
 
 def _model_path(run: str) -> str:
@@ -57,11 +57,13 @@ def evaluate_runs(
     model_error: bool = False,
     video_dir: str | None = None,
     planner: dict[str, Any] | None = None,
+    posture_limit: float | None = None,
 ) -> dict[str, Any]:
     """The table of ``run_dirs`` (``metactl train grbal|rebal|mb`` outputs of one family); see the module doc.
     ``tasks``: see ``task_set``; ``steps`` overrides the episode
     length (0: the family's horizon); ``de_lr`` MB+DE's step size (default: the run's inner_lr); ``planner``
-    overrides the runs' planner settings (e.g. ``{"samples": 300}``; choose them on validation tasks)."""
+    overrides the runs' planner settings (e.g. ``{"samples": 300}``; choose them on validation tasks);
+    ``posture_limit`` the runs' bound on the posture in the planner's cost (0: none; None: each run's own)."""
     planner_override = planner
     runs = [load_dynamics_model(_model_path(r)) for r in run_dirs]
     families = {extra["family"] for _, _, _, extra in runs}
@@ -79,11 +81,13 @@ def evaluate_runs(
         seed, hold = int(extra["train_config"]["seed"]), int(extra.get("decision_steps", 1))
         planner, window = {**extra["planner"], **(planner_override or {})}, int(extra["window"])
         horizons[run_dir] = planner["horizon"] * hold * family.control_period
+        reward_spec = run_reward_spec(family, extra["reward_spec"], posture_limit)
         seeds, _ = episode_seeds(seed, len(batch_tasks))
-        key = json.dumps([seed, planner, hold], sort_keys=True)
+        key = json.dumps([seed, planner, hold, reward_spec], sort_keys=True)
         if oracle and key not in oracles:
             oracles[key] = run_controller(family, batch_tasks, seeds, steps, OracleDynamics(hold), planner, hold=hold,
-                                          rng=episode_seeds(seed, len(batch_tasks))[1])  # fmt: skip
+                                          rng=episode_seeds(seed, len(batch_tasks))[1],
+                                          reward_spec=reward_spec)  # fmt: skip
             _add(per_seed, f"oracle#{key}", oracles[key][0], batch_tasks)
         for mode in METHOD_MODES[extra["method"]]:
             lr = de_lr if (mode == "mb_de" and de_lr is not None) else float(extra["inner_lr"])
@@ -95,7 +99,7 @@ def evaluate_runs(
             model = TorchOnlineModel(model_mode, spec, params, stats, len(batch_tasks), window, lr, adaptation)
             rng = episode_seeds(seed, len(batch_tasks))[1]
             result, eps = run_controller(family, batch_tasks, seeds, steps, model, planner, hold=hold, rng=rng,
-                                         adapt=mode not in FROZEN)  # fmt: skip
+                                         adapt=mode not in FROZEN, reward_spec=reward_spec)  # fmt: skip
             _add(per_seed, mode, result, batch_tasks)
             if video_dir is not None:
                 _videos(family, batch_tasks, episodes, eps, os.path.join(video_dir, f"video_{mode}_seed{seed}"))
@@ -109,7 +113,20 @@ def evaluate_runs(
                     errors.setdefault(mode, {}).setdefault(k, []).append(v)
     _merge_oracles(per_seed)
     result = _summary(family, held_out, tasks, episodes, steps, per_seed, errors, horizons, run_dirs)
-    return {**result, "planner_override": planner_override or {}}
+    return {**result, "planner_override": planner_override or {}, "posture_limit_override": posture_limit}
+
+
+def run_reward_spec(family: Any, saved: dict[str, Any], posture_limit: float | None = None) -> dict[str, Any]:
+    """The planner's cost a run is evaluated with: the one it was trained with (a run saved before posture limits
+    plans without one), its posture limit replaced by ``posture_limit`` if given (0: none)."""
+    spec = {"posture_signal": family.reward_spec.get("posture_signal"), "posture_limit": None, **saved}
+    if posture_limit is not None:
+        if posture_limit and not spec["posture_signal"]:
+            raise ValueError("--posture-limit: this family has no posture signal to bound; leave it out")
+        if not posture_limit >= 0:
+            raise ValueError(f"--posture-limit {posture_limit}: must be >= 0 radians (0: no bound)")
+        spec["posture_limit"] = float(posture_limit) or None
+    return spec
 
 
 def _add(per_seed: dict, mode: str, result: EpisodeStats, tasks: list) -> None:

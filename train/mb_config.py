@@ -75,6 +75,12 @@ class MBConfig(MetaFields):
     the true (MuJoCo) dynamics on HalfCheetah joint 0 (289 vs 81 in 300 steps; random shooting 500 x 10: 196)."""
     noise_std: float = 0.6
     """MPPI / CEM: exploration noise, relative to half the action range."""
+    posture_limit: float | None = None
+    """Bound [rad] on the robot's posture signal (HalfCheetah: the torso's pitch) in the planner's cost: a predicted
+    step beyond +-this costs as much as leaving the healthy range. None: the family's default
+    (``reward_spec["posture_limit"]``, HalfCheetah 1.3, chosen on validation tasks); 0: no bound. Unbounded, every
+    planner here flips the cheetah onto its back, the oracle too, and the models learn from upside-down data
+    (docs/grbal.md, "Upright")."""
     eval_every: int = 10
     """Evaluate on the held-out test tasks every this many iterations (and at the end); 0 = only at the end."""
     eval_steps: int = 0
@@ -119,6 +125,7 @@ class MBConfig(MetaFields):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name}: must be an integer >= 0, got {value!r}")
+        self._validate_posture()
         if not isinstance(self.first_order, bool):
             raise ConfigError(f"first_order: must be true or false, got {self.first_order!r}")
         if self.first_order and self.meta_learner != "fomaml":
@@ -135,6 +142,25 @@ class MBConfig(MetaFields):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"{name}: must be a number > 0, got {value!r}")
+
+    def _validate_posture(self) -> None:
+        from metactl.sim.registry import FAMILIES
+
+        limit = self.posture_limit
+        if limit is None:
+            return
+        if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
+            raise ConfigError(f"posture_limit: must be a number of radians >= 0 (0: no bound), got {limit!r}")
+        spec = getattr(FAMILIES[self.family], "reward_spec", {})
+        if limit and not spec.get("posture_signal"):
+            raise ConfigError(f"posture_limit: family {self.family!r} has no posture signal to bound; leave it unset "
+                              "or 0")  # fmt: skip
+
+    def reward_spec(self, family_spec: dict[str, Any]) -> dict[str, Any]:
+        """The planner's cost spec of this run: the family's ``reward_spec`` with this run's posture limit."""
+        if self.posture_limit is None:
+            return dict(family_spec)
+        return {**family_spec, "posture_limit": float(self.posture_limit) or None}
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "hidden": list(self.hidden)}

@@ -9,7 +9,7 @@ mid-episode the progress made after the change. ``heldout_returns`` is the short
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ EVAL_SEED_KEY = 8_888_888
 @dataclasses.dataclass
 class EpisodeStats:
     """Per episode [E]: return = progress - ctrl_cost + alive; ``progress_after`` is the progress made from a task's
-    change on (NaN for a task that does not change); ``displacement`` in meters."""
+    change on (NaN for a task that does not change); ``displacement`` in meters; ``upside_down`` the share of steps
+    with the posture signal beyond +-pi/2, i.e. on its back (NaN for a robot without one)."""
 
     returns: np.ndarray
     progress: np.ndarray
@@ -36,6 +37,7 @@ class EpisodeStats:
     alive: np.ndarray
     progress_after: np.ndarray
     displacement: np.ndarray
+    upside_down: np.ndarray
 
 
 def episode_stats(family: TaskFamily, tasks: Sequence[Task], eps: Episodes) -> EpisodeStats:
@@ -51,7 +53,16 @@ def episode_stats(family: TaskFamily, tasks: Sequence[Task], eps: Episodes) -> E
         for i, t in enumerate(tasks)
     ])  # fmt: skip
     displacement = end - eps.x[:, 0]
-    return EpisodeStats(eps.returns(), displacement / dt, ctrl, alive, after, displacement)
+    return EpisodeStats(eps.returns(), displacement / dt, ctrl, alive, after, displacement, _upside_down(family, eps))
+
+
+def _upside_down(family: TaskFamily, eps: Episodes) -> np.ndarray:
+    signal = family.reward_spec.get("posture_signal")  # type: ignore[attr-defined]
+    if not signal:
+        return np.full(len(eps.lengths), np.nan)
+    posture = np.abs(eps.obs[:, 1:, list(family.observation_names).index(signal)]) > np.pi / 2
+    valid = np.arange(posture.shape[1])[None] < eps.lengths[:, None]
+    return (posture & valid).sum(axis=1) / np.maximum(eps.lengths, 1)
 
 
 def run_controller(
@@ -65,9 +76,12 @@ def run_controller(
     hold: int,
     rng: np.random.Generator,
     adapt: bool = True,
+    reward_spec: Mapping[str, Any] | None = None,
 ) -> tuple[EpisodeStats, Episodes]:
-    """One episode per task, driven by adaptive MPC on ``model`` (E = len(tasks) in lockstep)."""
-    cost = ForwardCost(family.observation_names, family.reward_spec)  # type: ignore[attr-defined]
+    """One episode per task, driven by adaptive MPC on ``model`` (E = len(tasks) in lockstep); the planner's cost
+    from ``reward_spec`` (a run's, with its posture limit; None: the family's)."""
+    spec = family.reward_spec if reward_spec is None else reward_spec  # type: ignore[attr-defined]
+    cost = ForwardCost(family.observation_names, spec)
     controller = MPCController(model, build_planner(planner, family), cost, rng, adapt, hold=hold)
     eps = run_episodes(family, tasks, seeds, steps, rng, controller, hold=hold)
     return episode_stats(family, tasks, eps), eps
@@ -96,14 +110,17 @@ def heldout_returns(
     adapt: bool = True,
     hold: int = 1,
     adaptation: Adaptation | None = None,
+    reward_spec: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Mean return per held-out test task of the model run as ``mode`` (grbal, rebal, mb, mb_de) with MPC;
     every task x episode runs in one lockstep batch; episode seeds derive from ``seed``. ``adaptation``: the
-    model's meta-trained inner step (default: one SGD step of ``lr``)."""
+    model's meta-trained inner step (default: one SGD step of ``lr``); ``reward_spec``: the planner's cost (the
+    run's; None: the family's)."""
     tasks = [t for t in family.test_tasks() for _ in range(episodes)]
     seeds, rng = episode_seeds(seed, len(tasks))
     model = TorchOnlineModel(mode, spec, params, stats, len(tasks), window, lr, adaptation)
-    result, _ = run_controller(family, tasks, seeds, steps, model, planner, hold=hold, rng=rng, adapt=adapt)
+    result, _ = run_controller(family, tasks, seeds, steps, model, planner, hold=hold, rng=rng, adapt=adapt,
+                               reward_spec=reward_spec)  # fmt: skip
     out: dict[str, list[float]] = {}
     for task, ret in zip(tasks, result.returns, strict=True):
         out.setdefault(task_label(task), []).append(float(ret))

@@ -199,7 +199,7 @@ def train_model_based(config: MBConfig, out_dir: str, *, resume: bool = False, p
             f.write(config.to_json())
     curves = MBCurves(out_dir, resume_from=state.iteration)
     planner = planner_config(config)
-    cost = ForwardCost(family.observation_names, family.reward_spec)
+    cost = ForwardCost(family.observation_names, config.reward_spec(family.reward_spec))
     bar = _progress(config, state.iteration) if progress else None
     t_start = time.perf_counter() - state.elapsed_s
     for it in range(state.iteration, config.iterations):
@@ -314,9 +314,9 @@ def model_extra(config: MBConfig, family: TaskFamily, steps: int) -> dict[str, A
         "method": config.method, "family": config.family, "observation_names": list(family.observation_names),
         "action_names": list(family.action_names), "control_period": family.control_period, "horizon": steps,
         "action_low": [float(v) for v in family.action_low], "action_high": [float(v) for v in family.action_high],
-        "reward_spec": dict(family.reward_spec), "planner": planner_config(config), "window": config.window,
-        "inner_lr": config.inner_lr, "decision_steps": config.decision_steps, "train_config": config.to_dict(),
-        "adaptation": describe(config),
+        "reward_spec": config.reward_spec(family.reward_spec), "planner": planner_config(config),
+        "window": config.window, "inner_lr": config.inner_lr, "decision_steps": config.decision_steps,
+        "train_config": config.to_dict(), "adaptation": describe(config),
     }  # fmt: skip
 
 
@@ -325,6 +325,7 @@ def _heldout(config: MBConfig, family: TaskFamily, spec: DynamicsSpec, state: _S
         family, spec, dm.to_numpy(state.params), state.stats, COLLECT_MODE[config.method], planner_config(config),
         window=config.window, lr=config.inner_lr, steps=config.eval_steps or family.horizon, seed=config.seed,
         hold=config.decision_steps, adaptation=Adaptation.of(config, state.inner),
+        reward_spec=config.reward_spec(family.reward_spec),
     )  # fmt: skip
 
 

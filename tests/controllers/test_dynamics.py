@@ -74,6 +74,22 @@ def test_forward_cost_is_minus_the_reward_and_punishes_unhealthy_heights() -> No
         ForwardCost(NAMES, spec | {"velocity_signal": "vel:rootx"})
 
 
+def test_a_posture_limit_makes_predicted_steps_beyond_it_unhealthy() -> None:
+    """The bound is symmetric, on the named signal, and absent when the limit is 0 or None."""
+    spec = {"velocity_signal": "vel:x", "ctrl_cost": 0.0, "posture_signal": "pos:p", "posture_limit": 1.0}
+    names = ("pos:z", "vel:x", "pos:p")
+    nxt = np.array([[0.5, 2.0, 0.9], [0.5, 2.0, -1.1], [0.5, 2.0, 1.1]])
+    act = np.zeros((3, 2))
+    np.testing.assert_allclose(ForwardCost(names, spec)(nxt, act, nxt), [-2.0, -2.0 + UNHEALTHY_COST,
+                               -2.0 + UNHEALTHY_COST])  # fmt: skip
+    for off in (0, None):
+        np.testing.assert_allclose(ForwardCost(names, spec | {"posture_limit": off})(nxt, act, nxt), [-2.0] * 3)
+    with pytest.raises(DynamicsError, match="no posture_signal"):
+        ForwardCost(names, spec | {"posture_signal": None})
+    with pytest.raises(DynamicsError, match="must be > 0"):
+        ForwardCost(names, spec | {"posture_limit": -0.5})
+
+
 def test_window_returns_the_last_transitions_oldest_first() -> None:
     w = TransitionWindow(3, 1, 1, 1)
     for k in range(5):

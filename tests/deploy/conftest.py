@@ -97,6 +97,7 @@ TINY_MB: dict[str, Any] = {
     "train_steps": 20,
     "samples": 16,
     "planning_horizon": 4,
+    "posture_limit": 1.0,
     "eval_every": 0,
     "eval_steps": 10,
 }

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from metactl.controllers.dynamics import ForwardCost
+from metactl.controllers.dynamics import UNHEALTHY_COST, ForwardCost
 from metactl.controllers.mpc import MPCController
 from metactl.controllers.planners import make_planner
 from metactl.controllers.serialization import load_dynamics_model
@@ -83,6 +83,18 @@ def test_exported_dynamics_and_recurrent_step_match_torch(mb_models, mb_bundles)
         got = sessions["dynamics.onnx"].run(names, feed)
         for g, w in zip(got, want, strict=True):
             assert _rel(g, w.numpy()) < REL
+
+
+def test_the_robot_plans_with_the_runs_posture_limit(mb_bundles) -> None:
+    """The bound a run trained with travels in the bundle's reward_spec, and the robot's cost applies it."""
+    bundle = ModelBundle.load(mb_bundles["rebal"])
+    assert bundle.meta.reward_spec["posture_limit"] == 1.0
+    cost = bundle.controller(seed=0).mpc.cost
+    pitch = bundle.meta.observation_names.index(bundle.meta.reward_spec["posture_signal"])
+    nxt = np.zeros((2, len(bundle.meta.observation_names)))
+    nxt[1, pitch] = 1.2
+    act = np.zeros((2, len(bundle.meta.action_names)))
+    assert cost(nxt, act, nxt)[1] - cost(nxt, act, nxt)[0] == UNHEALTHY_COST
 
 
 @pytest.mark.parametrize("mode", ["grbal", "rebal", "mb", "mb_de"])

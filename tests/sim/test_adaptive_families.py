@@ -138,10 +138,13 @@ def test_control_periods_horizons_and_reward_specs_follow_the_paper() -> None:
         assert family.reward_spec == (ANT_REWARD if ant else CHEETAH_REWARD)
         # The planner's reward description names real observations.
         assert family.reward_spec["velocity_signal"] in family.observation_names
+        assert family.reward_spec["posture_signal"] in (*family.observation_names, None)
     assert CHEETAH_REWARD == {"velocity_signal": "vel:rootx", "ctrl_cost": 0.05, "alive_bonus": 0.0,
-                              "height_signal": None, "height_range": None}  # fmt: skip
+                              "height_signal": None, "height_range": None, "posture_signal": "pos:rooty",
+                              "posture_limit": 1.3}  # fmt: skip
     assert ANT_REWARD == {"velocity_signal": "vel:root.vx", "ctrl_cost": 0.005, "alive_bonus": 0.05,
-                          "height_signal": None, "height_range": None}  # fmt: skip
+                          "height_signal": None, "height_range": None, "posture_signal": None,
+                          "posture_limit": None}  # fmt: skip
 
 
 def test_the_crippled_ant_reward_is_ant_fb_forward_and_never_ends_an_episode() -> None:

@@ -55,6 +55,17 @@ def test_planner_settings_can_be_overridden_for_method_and_oracle_alike(runs) ->
     assert more["returns"]["grbal"] != base["returns"]["grbal"]
 
 
+def test_a_posture_limit_can_be_imposed_on_method_and_oracle_alike(runs) -> None:
+    """The runs plan with their family's bound (1.3 rad); --posture-limit replaces it for both planners' cost."""
+    base = evaluate_runs([runs["grbal"]], steps=20)
+    assert base["posture_limit_override"] is None
+    assert evaluate_runs([runs["grbal"]], steps=20, posture_limit=1.3)["returns"] == base["returns"]
+    tight = evaluate_runs([runs["grbal"]], steps=20, posture_limit=0.02)
+    assert tight["posture_limit_override"] == 0.02
+    assert tight["returns"]["oracle"] != base["returns"]["oracle"]
+    assert tight["returns"]["grbal"] != base["returns"]["grbal"]
+
+
 def test_change_tests_report_the_progress_after_the_change_and_adapting_vs_frozen(runs) -> None:
     table = evaluate_runs([runs["grbal"]], tasks="change", steps=520, oracle=False)
     (task,) = table["tasks"]

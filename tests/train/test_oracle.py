@@ -10,6 +10,7 @@ from metactl.controllers.dynamics import ForwardCost
 from metactl.controllers.mpc import MPCController
 from metactl.controllers.planners import make_planner
 from metactl.sim import ChangeTask, DisabledJointTask
+from metactl.train.mb_eval import episode_stats
 from metactl.train.mb_rollout import run_episodes
 from metactl.train.oracle import OracleDynamics
 
@@ -51,3 +52,24 @@ def test_the_oracle_planner_runs_forward() -> None:
     eps = run_episodes(family, family.test_tasks(), [0], 100, rng, controller, hold=2)
     random = run_episodes(family, family.test_tasks(), [0], 100, np.random.default_rng(0), hold=2)
     assert eps.returns()[0] > random.returns()[0] + 20  # 1 s: measured 50.6 vs -4.6 random
+
+
+def test_a_posture_limit_keeps_the_oracle_upright() -> None:
+    """Unbounded, MPPI on the true dynamics flips the cheetah onto its back (the quickest speed within its 0.5 s
+    look-ahead); with the torso's pitch bounded at 1 rad in the cost it runs upright, and no slower."""
+    family = sim.make_family("halfcheetah_disabled_joint")
+    pitch, x, upside_down = {}, {}, {}
+    for limit in (None, 1.0):
+        planner = make_planner({"name": "mppi", "samples": 50, "horizon": 10, "temperature": 0.1, "noise_std": 0.6},
+                               family.action_low, family.action_high)  # fmt: skip
+        rng = np.random.default_rng(0)
+        cost = ForwardCost(family.observation_names, family.reward_spec | {"posture_limit": limit})
+        controller = MPCController(OracleDynamics(hold=5), planner, cost, rng, hold=5)
+        eps = run_episodes(family, family.test_tasks() * 3, [0, 1, 2], 300, rng, controller, hold=5)
+        pitch[limit], x[limit] = np.abs(eps.obs[:, :, 1]).max(axis=1), eps.x[:, -1] - eps.x[:, 0]
+        upside_down[limit] = episode_stats(family, family.test_tasks() * 3, eps).upside_down
+        np.testing.assert_allclose(upside_down[limit], (np.abs(eps.obs[:, 1:, 1]) > np.pi / 2).mean(axis=1))
+    assert (pitch[None] > np.pi / 2).any()  # measured: 2 of 3 episodes flip, max |pitch| 3.56 / 1.42 / 3.44
+    assert (pitch[1.0] < 1.25).all()  # measured 0.67 / 0.86 / 0.91
+    assert x[1.0].mean() > 0.9 * x[None].mean()  # measured 6.2 vs 5.5 m in 3 s
+    assert (upside_down[1.0] == 0).all() and upside_down[None].max() > 0.3  # measured 0.78 / 0 / 0.76
