@@ -139,6 +139,18 @@ class DynamicsStats:
         return tuple(f.name for f in dataclasses.fields(DynamicsStats))
 
 
+def with_posture_limit(reward_spec: dict[str, Any], limit: float | None) -> dict[str, Any]:
+    """``reward_spec`` with its posture bound replaced by ``limit`` [rad] (0: none; None: unchanged). The one place a
+    run's or an evaluation's bound is checked against the robot: a bound needs a ``posture_signal`` to act on."""
+    if limit is None:
+        return dict(reward_spec)
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
+        raise DynamicsError(f"must be a number of radians >= 0 (0: no bound), got {limit!r}")
+    if limit and not reward_spec.get("posture_signal"):
+        raise DynamicsError("this robot has no posture signal to bound; leave it unset or 0")
+    return {**reward_spec, "posture_limit": float(limit) or None}
+
+
 class ForwardCost:
     """Minus a locomotion reward, batched for the planner: ``-(v + alive) + ctrl_cost |a|^2`` per step, plus
     ``UNHEALTHY_COST`` per predicted step where the height leaves ``height_range`` (the episode would end there) or

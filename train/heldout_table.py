@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from metactl.controllers.dynamics import DynamicsError, with_posture_limit
 from metactl.controllers.serialization import MODEL_FILE, load_dynamics_model, load_inner_params, run_file
 from metactl.sim import make_family
 from metactl.train.mb_eval import EpisodeStats, episode_seeds, run_controller
@@ -120,13 +121,10 @@ def run_reward_spec(family: Any, saved: dict[str, Any], posture_limit: float | N
     """The planner's cost a run is evaluated with: the one it was trained with (a run saved before posture limits
     plans without one), its posture limit replaced by ``posture_limit`` if given (0: none)."""
     spec = {"posture_signal": family.reward_spec.get("posture_signal"), "posture_limit": None, **saved}
-    if posture_limit is not None:
-        if posture_limit and not spec["posture_signal"]:
-            raise ValueError("--posture-limit: this family has no posture signal to bound; leave it out")
-        if not posture_limit >= 0:
-            raise ValueError(f"--posture-limit {posture_limit}: must be >= 0 radians (0: no bound)")
-        spec["posture_limit"] = float(posture_limit) or None
-    return spec
+    try:
+        return with_posture_limit(spec, posture_limit)
+    except DynamicsError as e:
+        raise ValueError(f"--posture-limit: {e}") from None
 
 
 def _add(per_seed: dict, mode: str, result: EpisodeStats, tasks: list) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from typing import Any
 
+from metactl.controllers.dynamics import DynamicsError, with_posture_limit
 from metactl.train.config import ConfigError
 from metactl.train.meta_settings import MetaFields, resolve_inner_steps, validate_meta
 
@@ -146,21 +147,14 @@ class MBConfig(MetaFields):
     def _validate_posture(self) -> None:
         from metactl.sim.registry import FAMILIES
 
-        limit = self.posture_limit
-        if limit is None:
-            return
-        if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
-            raise ConfigError(f"posture_limit: must be a number of radians >= 0 (0: no bound), got {limit!r}")
-        spec = getattr(FAMILIES[self.family], "reward_spec", {})
-        if limit and not spec.get("posture_signal"):
-            raise ConfigError(f"posture_limit: family {self.family!r} has no posture signal to bound; leave it unset "
-                              "or 0")  # fmt: skip
+        try:
+            self.reward_spec(getattr(FAMILIES[self.family], "reward_spec", {}))
+        except DynamicsError as e:
+            raise ConfigError(f"posture_limit: {e} (family {self.family!r})") from None
 
     def reward_spec(self, family_spec: dict[str, Any]) -> dict[str, Any]:
         """The planner's cost spec of this run: the family's ``reward_spec`` with this run's posture limit."""
-        if self.posture_limit is None:
-            return dict(family_spec)
-        return {**family_spec, "posture_limit": float(self.posture_limit) or None}
+        return with_posture_limit(family_spec, self.posture_limit)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
