@@ -154,7 +154,8 @@ def with_posture_limit(reward_spec: dict[str, Any], limit: float | None) -> dict
 class ForwardCost:
     """Minus a locomotion reward, batched for the planner: ``-(v + alive) + ctrl_cost |a|^2`` per step, plus
     ``UNHEALTHY_COST`` per predicted step where the height leaves ``height_range`` (the episode would end there) or
-    the posture signal leaves ``[-posture_limit, posture_limit]``.
+    the posture signal (an observation, or a derived ``tilt:<joint>``: ``ObservedSignal``) leaves
+    ``[-posture_limit, posture_limit]``.
 
     The posture limit is a state constraint of the planner, not a term of the reward: with HalfCheetah's 0.5 s
     look-ahead, every planner (the oracle on the true dynamics included) finds that flipping onto the back is the
@@ -166,21 +167,15 @@ class ForwardCost:
 
     def __init__(self, observation_names: Sequence[str], reward_spec: Mapping[str, Any]):
         names = list(observation_names)
-
-        def index(key: str) -> int:
-            name = reward_spec[key]
-            if name not in names:
-                raise DynamicsError(f"reward_spec.{key} = {name!r} is not an observation; observations are {names}")
-            return names.index(name)
-
         self.spec = dict(reward_spec)
-        self.velocity = index("velocity_signal")
+        self.velocity = ObservedSignal(names, reward_spec["velocity_signal"], "velocity_signal").index
         self.ctrl_cost = float(reward_spec["ctrl_cost"])
         self.alive_bonus = float(reward_spec.get("alive_bonus", 0.0))
-        self.limits: list[tuple[int, float, float]] = []  # (signal, low, high): outside, the step costs UNHEALTHY_COST
+        self.limits: list[tuple[ObservedSignal, float, float]] = []  # outside [low, high] a step costs UNHEALTHY_COST
         if reward_spec.get("height_signal"):
             low, high = reward_spec.get("height_range") or (-np.inf, np.inf)
-            self.limits.append((index("height_signal"), float(low), float(high)))
+            height = ObservedSignal(names, reward_spec["height_signal"], "height_signal")
+            self.limits.append((height, float(low), float(high)))
         limit = reward_spec.get("posture_limit")
         if limit:
             if not reward_spec.get("posture_signal"):
@@ -188,15 +183,43 @@ class ForwardCost:
                                     "leave posture_limit out (or 0)")  # fmt: skip
             if not float(limit) > 0:
                 raise DynamicsError(f"reward_spec.posture_limit must be > 0 (or 0: none), got {limit!r}")
-            self.limits.append((index("posture_signal"), -float(limit), float(limit)))
+            posture = ObservedSignal(names, reward_spec["posture_signal"], "posture_signal")
+            self.limits.append((posture, -float(limit), float(limit)))
 
     def __call__(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Cost [...] of transitions obs [..., d], act [..., a], next_obs [..., d]."""
         cost = self.ctrl_cost * np.sum(act * act, axis=-1) - next_obs[..., self.velocity] - self.alive_bonus
-        for i, low, high in self.limits:
-            z = next_obs[..., i]
+        for signal, low, high in self.limits:
+            z = signal(next_obs)
             cost = cost + UNHEALTHY_COST * ((z < low) | (z > high))
         return cost
+
+
+class ObservedSignal:
+    """A scalar the cost bounds, read from observations [..., d]: an observation by name (HalfCheetah's
+    ``pos:rooty``, the torso's signed pitch [rad]), or ``tilt:<free joint>``, the angle [rad] between the body's up
+    axis and the world's, from the joint's quaternion observations ``pos:<joint>.qw .. .qz`` (the Ant's torso:
+    0 upright, pi on its back, whatever its heading). Either way, beyond pi/2 the robot is on its back."""
+
+    def __init__(self, observation_names: Sequence[str], name: str, key: str = "signal"):
+        names = list(observation_names)
+        self.name = name
+        parts = [f"pos:{name[5:]}.q{c}" for c in "wxyz"] if name.startswith("tilt:") else [name]
+        missing = [p for p in parts if p not in names]
+        if missing:
+            what = "is not an observation" if missing == [name] else f"needs the observations {missing}"
+            raise DynamicsError(f"reward_spec.{key} = {name!r} {what}; observations are {names}")
+        self._columns = [names.index(p) for p in parts]
+        self.index = self._columns[0]
+        """The observation's column (a plain signal)."""
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if len(self._columns) == 1:
+            return obs[..., self.index]
+        w, x, y, z = (obs[..., i] for i in self._columns)
+        norm = w * w + x * x + y * y + z * z  # a learned model's quaternion need not be a unit one
+        up = (w * w + z * z - x * x - y * y) / np.maximum(norm, 1e-12)  # the body's z axis, world z component
+        return np.arccos(np.clip(up, -1.0, 1.0))
 
 
 class TransitionWindow:

@@ -154,7 +154,8 @@ class Eval:
     horizon: int | None = None
     """Planning horizon (decisions) instead of the runs' own."""
     posture_limit: float | None = None
-    """Bound [rad] on the posture (HalfCheetah: torso pitch) in the planner's cost instead of the runs' (0: none)."""
+    """Bound [rad] on the posture (HalfCheetah: torso pitch; Ant: torso tilt) in the planner's cost instead of the
+    runs' (0: none)."""
     threads: int = 1
     """Torch threads."""
     video: bool = False

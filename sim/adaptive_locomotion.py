@@ -66,10 +66,13 @@ ANT_REWARD: dict[str, Any] = {
     "alive_bonus": 0.05,
     "height_signal": None,
     "height_range": None,
-    "posture_signal": None,
+    "posture_signal": "tilt:root",
     "posture_limit": None,
 }
-"""``v_x - 0.005 |a|^2 + 0.05``, no termination (the reference code's Ant; ``ant_fb`` ends on a fall)."""
+"""``v_x - 0.005 |a|^2 + 0.05``, no termination (the reference code's Ant; ``ant_fb`` ends on a fall). The posture
+signal is the torso's tilt from upright (``controllers.dynamics.ObservedSignal``): evaluations count the steps on its
+back with it, and ``--posture-limit`` bounds it; no bound by default, as none raised the learned models' progress on
+validation tasks (docs/grbal.md, "The Ant on its back")."""
 LEG_ACTUATORS = ((2, 3), (4, 5), (6, 7), (0, 1))
 """Ant leg k -> its (hip, ankle) actuator indices in model order (the reference code's numbering)."""
 LEG_GEOMS = (

@@ -120,7 +120,8 @@ def evaluate_runs(
 def run_reward_spec(family: Any, saved: dict[str, Any], posture_limit: float | None = None) -> dict[str, Any]:
     """The planner's cost a run is evaluated with: the one it was trained with (a run saved before posture limits
     plans without one), its posture limit replaced by ``posture_limit`` if given (0: none)."""
-    spec = {"posture_signal": family.reward_spec.get("posture_signal"), "posture_limit": None, **saved}
+    signal = saved.get("posture_signal") or family.reward_spec.get("posture_signal")
+    spec = {"posture_limit": None, **saved, "posture_signal": signal}
     try:
         return with_posture_limit(spec, posture_limit)
     except DynamicsError as e:

@@ -77,11 +77,11 @@ class MBConfig(MetaFields):
     noise_std: float = 0.6
     """MPPI / CEM: exploration noise, relative to half the action range."""
     posture_limit: float | None = None
-    """Bound [rad] on the robot's posture signal (HalfCheetah: the torso's pitch) in the planner's cost: a predicted
-    step beyond +-this costs as much as leaving the healthy range. None: the family's default
-    (``reward_spec["posture_limit"]``, HalfCheetah 1.3, chosen on validation tasks); 0: no bound. Unbounded, every
-    planner here flips the cheetah onto its back, the oracle too, and the models learn from upside-down data
-    (docs/grbal.md, "Upright")."""
+    """Bound [rad] on the robot's posture signal in the planner's cost (HalfCheetah: the torso's pitch; Ant: its tilt
+    from upright): a predicted step beyond +-this costs as much as leaving the healthy range. None: the family's
+    default (``reward_spec["posture_limit"]``: HalfCheetah 1.3, chosen on validation tasks; the Ant none, as no
+    bound helped it there); 0: no bound. Unbounded, every planner here flips the cheetah onto its back, the oracle
+    too, and the models learn from upside-down data (docs/grbal.md, "Upright")."""
     eval_every: int = 10
     """Evaluate on the held-out test tasks every this many iterations (and at the end); 0 = only at the end."""
     eval_steps: int = 0

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost
+from metactl.controllers.dynamics import DynamicsSpec, DynamicsStats, ForwardCost, ObservedSignal
 from metactl.controllers.mpc import MPCController, OnlineDynamics
 from metactl.sim import TaskFamily
 from metactl.sim.tasks import ChangeTask, Task
@@ -60,7 +60,7 @@ def _upside_down(family: TaskFamily, eps: Episodes) -> np.ndarray:
     signal = family.reward_spec.get("posture_signal")  # type: ignore[attr-defined]
     if not signal:
         return np.full(len(eps.lengths), np.nan)
-    posture = np.abs(eps.obs[:, 1:, list(family.observation_names).index(signal)]) > np.pi / 2
+    posture = np.abs(ObservedSignal(family.observation_names, signal)(eps.obs[:, 1:])) > np.pi / 2
     valid = np.arange(posture.shape[1])[None] < eps.lengths[:, None]
     return (posture & valid).sum(axis=1) / np.maximum(eps.lengths, 1)
 

@@ -11,6 +11,7 @@ from metactl.controllers.dynamics import (
     DynamicsSpec,
     DynamicsStats,
     ForwardCost,
+    ObservedSignal,
     TransitionWindow,
 )
 from metactl.controllers.mpc import MPCController
@@ -88,6 +89,28 @@ def test_a_posture_limit_makes_predicted_steps_beyond_it_unhealthy() -> None:
         ForwardCost(names, spec | {"posture_signal": None})
     with pytest.raises(DynamicsError, match="must be > 0"):
         ForwardCost(names, spec | {"posture_limit": -0.5})
+
+
+def _quat(axis: np.ndarray, angle: float) -> np.ndarray:
+    return np.concatenate([[np.cos(angle / 2)], np.sin(angle / 2) * axis / np.linalg.norm(axis)])
+
+
+def test_tilt_is_the_angle_from_upright_whatever_the_heading() -> None:
+    """'tilt:<joint>' reads the free joint's quaternion: yaw does not count, a roll or pitch does, on its back is pi;
+    a learned model's non-unit quaternion gives the same angle."""
+    names = ("pos:root.z", "pos:root.qw", "pos:root.qx", "pos:root.qy", "pos:root.qz", "vel:root.vx")
+    tilt = ObservedSignal(names, "tilt:root")
+    quats = [_quat(np.array([0.0, 0.0, 1.0]), 2.0), _quat(np.array([1.0, 0.0, 0.0]), 0.7),
+             _quat(np.array([0.0, 1.0, 0.0]), -1.2), _quat(np.array([1.0, 1.0, 0.0]), np.pi),
+             3.0 * _quat(np.array([1.0, 0.0, 0.0]), 0.7)]  # fmt: skip
+    obs = np.array([[0.5, *q, 1.0] for q in quats])
+    np.testing.assert_allclose(tilt(obs), [0.0, 0.7, 1.2, np.pi, 0.7], atol=1e-7)
+    np.testing.assert_allclose(tilt(obs[None, :, None]), tilt(obs)[None, :, None])  # any leading shape
+    spec = {"velocity_signal": "vel:root.vx", "ctrl_cost": 0.0, "posture_signal": "tilt:root", "posture_limit": 1.0}
+    np.testing.assert_allclose(ForwardCost(names, spec)(obs, np.zeros((5, 2)), obs),
+                               [-1.0, -1.0, -1.0 + UNHEALTHY_COST, -1.0 + UNHEALTHY_COST, -1.0])  # fmt: skip
+    with pytest.raises(DynamicsError, match=r"'tilt:torso' needs the observations \['pos:torso.qw'"):
+        ObservedSignal(names, "tilt:torso", "posture_signal")
 
 
 def test_window_returns_the_last_transitions_oldest_first() -> None:

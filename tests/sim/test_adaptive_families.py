@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from metactl import sim
+from metactl.controllers.dynamics import ObservedSignal
 from metactl.sim.adaptive_locomotion import (
     ANT_REWARD,
     CHEETAH_DOFS,
@@ -138,12 +139,12 @@ def test_control_periods_horizons_and_reward_specs_follow_the_paper() -> None:
         assert family.reward_spec == (ANT_REWARD if ant else CHEETAH_REWARD)
         # The planner's reward description names real observations.
         assert family.reward_spec["velocity_signal"] in family.observation_names
-        assert family.reward_spec["posture_signal"] in (*family.observation_names, None)
+        ObservedSignal(family.observation_names, family.reward_spec["posture_signal"])  # reads real observations
     assert CHEETAH_REWARD == {"velocity_signal": "vel:rootx", "ctrl_cost": 0.05, "alive_bonus": 0.0,
                               "height_signal": None, "height_range": None, "posture_signal": "pos:rooty",
                               "posture_limit": 1.3}  # fmt: skip
     assert ANT_REWARD == {"velocity_signal": "vel:root.vx", "ctrl_cost": 0.005, "alive_bonus": 0.05,
-                          "height_signal": None, "height_range": None, "posture_signal": None,
+                          "height_signal": None, "height_range": None, "posture_signal": "tilt:root",
                           "posture_limit": None}  # fmt: skip
 
 

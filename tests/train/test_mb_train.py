@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from metactl.controllers.serialization import load_dynamics_model
+from metactl.sim import make_family
 from metactl.train.config import ConfigError
 from metactl.train.mb_config import MBConfig
 from metactl.train.mb_rollout import Episodes
@@ -108,7 +109,6 @@ def test_window_defaults_per_method_and_is_recorded_resolved() -> None:
         ({"planner": "ilqr"}, "planner"),
         ({"first_order": "yes"}, "first_order"),
         ({"posture_limit": -1.0}, "posture_limit"),
-        ({"posture_limit": 1.0, "family": "ant_crippled_leg"}, "posture_limit: .* no posture signal"),
     ],
 )
 def test_bad_settings_name_the_field(changes, match) -> None:
@@ -118,7 +118,6 @@ def test_bad_settings_name_the_field(changes, match) -> None:
 
 def test_a_runs_posture_limit_reaches_its_cost_and_its_bundle_metadata() -> None:
     """None keeps the family's spec, 0 removes the bound, a value replaces it; old runs (no key) plan unbounded."""
-    from metactl.sim import make_family
     from metactl.train.heldout_table import run_reward_spec
 
     family = make_family("halfcheetah_disabled_joint")
@@ -128,9 +127,12 @@ def test_a_runs_posture_limit_reaches_its_cost_and_its_bundle_metadata() -> None
     old = {k: v for k, v in family.reward_spec.items() if not k.startswith("posture")}
     assert run_reward_spec(family, old)["posture_limit"] is None
     assert run_reward_spec(family, old, 0.8) == {**family.reward_spec, "posture_limit": 0.8}
-    ant = make_family("ant_crippled_leg")
-    with pytest.raises(ValueError, match="no posture signal"):
-        run_reward_spec(ant, dict(ant.reward_spec), 1.0)
+    ant = make_family("ant_crippled_leg")  # an Ant run saved before its posture signal: unbounded, as it was trained
+    old_ant = {**ant.reward_spec, "posture_signal": None, "posture_limit": None}
+    assert run_reward_spec(ant, old_ant)["posture_limit"] is None
+    assert run_reward_spec(ant, old_ant, 0.5) == {**ant.reward_spec, "posture_limit": 0.5}
+    with pytest.raises(ValueError, match="--posture-limit: must be a number"):
+        run_reward_spec(ant, old_ant, -1.0)
 
 
 def test_windows_never_cross_an_episode_boundary() -> None:
