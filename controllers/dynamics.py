@@ -168,7 +168,7 @@ class ForwardCost:
     def __init__(self, observation_names: Sequence[str], reward_spec: Mapping[str, Any]):
         names = list(observation_names)
         self.spec = dict(reward_spec)
-        self.velocity = ObservedSignal(names, reward_spec["velocity_signal"], "velocity_signal").index
+        self.velocity = ObservedSignal(names, reward_spec["velocity_signal"], "velocity_signal")
         self.ctrl_cost = float(reward_spec["ctrl_cost"])
         self.alive_bonus = float(reward_spec.get("alive_bonus", 0.0))
         self.limits: list[tuple[ObservedSignal, float, float]] = []  # outside [low, high] a step costs UNHEALTHY_COST
@@ -188,7 +188,7 @@ class ForwardCost:
 
     def __call__(self, obs: np.ndarray, act: np.ndarray, next_obs: np.ndarray) -> np.ndarray:
         """Cost [...] of transitions obs [..., d], act [..., a], next_obs [..., d]."""
-        cost = self.ctrl_cost * np.sum(act * act, axis=-1) - next_obs[..., self.velocity] - self.alive_bonus
+        cost = self.ctrl_cost * np.sum(act * act, axis=-1) - self.velocity(next_obs) - self.alive_bonus
         for signal, low, high in self.limits:
             z = signal(next_obs)
             cost = cost + UNHEALTHY_COST * ((z < low) | (z > high))
@@ -203,19 +203,16 @@ class ObservedSignal:
 
     def __init__(self, observation_names: Sequence[str], name: str, key: str = "signal"):
         names = list(observation_names)
-        self.name = name
         parts = [f"pos:{name[5:]}.q{c}" for c in "wxyz"] if name.startswith("tilt:") else [name]
         missing = [p for p in parts if p not in names]
         if missing:
             what = "is not an observation" if missing == [name] else f"needs the observations {missing}"
             raise DynamicsError(f"reward_spec.{key} = {name!r} {what}; observations are {names}")
         self._columns = [names.index(p) for p in parts]
-        self.index = self._columns[0]
-        """The observation's column (a plain signal)."""
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if len(self._columns) == 1:
-            return obs[..., self.index]
+            return obs[..., self._columns[0]]
         w, x, y, z = (obs[..., i] for i in self._columns)
         norm = w * w + x * x + y * y + z * z  # a learned model's quaternion need not be a unit one
         up = (w * w + z * z - x * x - y * y) / np.maximum(norm, 1e-12)  # the body's z axis, world z component
