@@ -38,12 +38,12 @@ def time_to_threshold(seed: int, threshold: float, max_episodes: int, workers: i
     """Run ARS until the evaluated return reaches ``threshold`` or ``max_episodes`` are spent."""
     from metactl.sim import make_family
     from metactl.train import TrainConfig
-    from metactl.train.es_maml import current_policy, es_iteration, heldout_returns, initial_state, policy_spec
+    from metactl.train.es_maml import current_policy, es_iteration, heldout_returns, initial_state
     from metactl.train.workers import make_backend
 
     config = TrainConfig(**ARS_HALFCHEETAH, iterations=max(1, max_episodes // 64), seed=seed)
     family = make_family(config.family)
-    spec, operator = policy_spec(config, family), config.operator()
+    spec, operator = config.policy_spec(), config.operator()
     state = initial_state(config, spec)
     from tqdm import tqdm
 

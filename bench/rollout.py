@@ -123,13 +123,12 @@ def bench_rollout(out_dir: str, steps: int = 20_000, repeats: int = 3, ray: bool
 
     from metactl import sim, train
     from metactl.controllers import NormalizerSnapshot
-    from metactl.train.es_maml import policy_spec
     from metactl.train.lockstep import Evaluator
     from metactl.train.workers import InProcess, LocalProcesses, RayWorkers
 
     family = sim.make_family(FAMILY)
     task = family.test_tasks()[0]
-    spec = policy_spec(train.config_for(FAMILY), family)
+    spec = train.config_for(FAMILY, policy="linear").policy_spec()  # the ARS/ES-MAML linear policy
     w = _policy(family.obs_dim, family.act_dim, 1)[0]
     rates: dict[str, float] = {}
 

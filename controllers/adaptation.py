@@ -18,6 +18,11 @@ their returns, so the same code adapts thousands of tasks in lockstep inside a
 batched simulator and one robot episode by episode. ``seed_slots`` says which
 queries start from the same state (same slot, same reset seed). Noise comes from
 ``default_rng([seed, round])``: a state is reproducible and cheap to ship.
+
+``span`` (start, stop) restricts the perturbations to ``params[start:stop]``, the rest staying as
+meta-trained: with the first layer's biases of an MLP this is context adaptation (CAVIA, Zintgraf et al.
+2019 — a bias shift is what context inputs add), a few numbers the queries can move far, where a
+perturbation of every weight must stay small.
 """
 
 from __future__ import annotations
@@ -65,8 +70,28 @@ def seed_slot_count(operator: AdaptationOperator) -> int:
     return len({s for r in range(len(operator.schedule())) for s in operator.seed_slots(r)})
 
 
-def _noise(state: AdaptState, q: int) -> np.ndarray:
-    return np.random.default_rng([state.seed, state.round]).standard_normal((q, state.params.size))
+def _noise(state: AdaptState, q: int, span: tuple[int, int] | None) -> np.ndarray:
+    """Perturbation directions [q, P]: Gaussian on ``params[start:stop]`` (all of them without a span), else 0."""
+    a, b = (0, state.params.size) if span is None else span
+    if b > state.params.size:
+        raise AdaptationError(f"adaptation span {list(span or ())} is beyond the {state.params.size} parameters")
+    noise = np.zeros((q, state.params.size))
+    noise[:, a:b] = np.random.default_rng([state.seed, state.round]).standard_normal((q, b - a))
+    return noise
+
+
+def _check_span(span: Any) -> tuple[int, int] | None:
+    """A span as a tuple of two ints, 0 <= start < stop (JSON gives lists), or None."""
+    if span is None:
+        return None
+    try:
+        start, stop = span
+        ok = all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in (start, stop)) and start < stop
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or start < 0:
+        raise AdaptationError(f"adaptation span must be [start, stop) with 0 <= start < stop, got {span!r}")
+    return int(start), int(stop)
 
 
 def _start(params: np.ndarray, seed: int) -> AdaptState:
@@ -81,10 +106,12 @@ class ESGradient:
     sigma: float = 0.1
     step_size: float = 0.05
     steps: int = 1
+    span: tuple[int, int] | None = None
     name: str = "es_grad"
 
     def __post_init__(self) -> None:
         _check_positive(self, ("queries", "sigma", "steps"))
+        object.__setattr__(self, "span", _check_span(self.span))
         if self.step_size < 0:
             raise AdaptationError("adaptation step_size must be >= 0")
 
@@ -95,14 +122,14 @@ class ESGradient:
         return _start(params, seed)
 
     def ask(self, state: AdaptState) -> np.ndarray:
-        return np.vstack([state.params[None], state.params + self.sigma * _noise(state, self.queries)])
+        return np.vstack([state.params[None], state.params + self.sigma * _noise(state, self.queries, self.span)])
 
     def tell(self, state: AdaptState, returns: np.ndarray) -> AdaptState:
         returns = np.asarray(returns, dtype=np.float64)
         base, perturbed = returns[0], returns[1:]
         spread = perturbed.std()
         advantage = (perturbed - base) / spread if spread > 0 else np.zeros_like(perturbed)
-        grad = advantage @ _noise(state, self.queries) / (self.sigma * self.queries)
+        grad = advantage @ _noise(state, self.queries, self.span) / (self.sigma * self.queries)
         params = state.params + self.step_size * grad
         return AdaptState(params, float("nan"), state.round + 1, state.seed)
 
@@ -111,7 +138,7 @@ class ESGradient:
         return (round,) * (self.queries + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _settings(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,10 +151,12 @@ class HillClimb:
     mode: str = "batch"
     batch_size: int = 5
     evaluations: int = 1
+    span: tuple[int, int] | None = None
     name: str = "hill_climb"
 
     def __post_init__(self) -> None:
         _check_positive(self, ("queries", "sigma", "batch_size", "evaluations"))
+        object.__setattr__(self, "span", _check_span(self.span))
         if self.mode not in ("average", "batch"):
             raise AdaptationError(f"hill_climb mode must be 'average' or 'batch', got {self.mode!r}")
         if self.mode == "batch" and self.queries % self.batch_size:
@@ -154,7 +183,7 @@ class HillClimb:
     def _candidates(self, state: AdaptState) -> np.ndarray:
         if state.round == 0:
             return state.params[None].copy()
-        return state.params + self.sigma * _noise(state, self.per_round)
+        return state.params + self.sigma * _noise(state, self.per_round, self.span)
 
     def ask(self, state: AdaptState) -> np.ndarray:
         """Each candidate repeated ``evaluations`` times (candidate-major)."""
@@ -170,7 +199,7 @@ class HillClimb:
         return dataclasses.replace(state, round=state.round + 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _settings(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,7 +224,7 @@ class NoAdaptation:
         return ()
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return _settings(self)
 
 
 OPERATORS = {"es_grad": ESGradient, "hill_climb": HillClimb, "none": NoAdaptation}
@@ -213,6 +242,16 @@ def make_operator(config: dict[str, Any]) -> AdaptationOperator:
     if unknown:
         raise AdaptationError(f"adaptation operator {name} has no field(s) {sorted(unknown)}; fields: {sorted(fields)}")
     return cls(**cfg)
+
+
+def _settings(operator: object) -> dict[str, Any]:
+    """An operator's fields, as ``make_operator`` takes them; no ``span`` when it perturbs every parameter."""
+    d = dataclasses.asdict(operator)  # type: ignore[call-overload]
+    if d.get("span", 0) is None:
+        del d["span"]
+    elif "span" in d:
+        d["span"] = list(d["span"])
+    return d
 
 
 def _check_positive(obj: object, names: tuple[str, ...]) -> None:

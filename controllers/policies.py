@@ -79,6 +79,14 @@ class PolicySpec:
             k += o
         return layers
 
+    def bias_span(self, layer: int = 0) -> tuple[int, int]:
+        """[start, stop) of layer ``layer``'s biases in the flat parameter vector (an adaptation ``span``)."""
+        sizes = self.layer_sizes
+        if not 0 <= layer < len(sizes) - 1:
+            raise PolicyError(f"layer {layer} is not one of the policy's {len(sizes) - 1} layers")
+        start = sum(i * o + o for i, o in itertools.pairwise(sizes[: layer + 1])) + sizes[layer] * sizes[layer + 1]
+        return start, start + sizes[layer + 1]
+
     def init_params(self, rng: np.random.Generator) -> np.ndarray:
         """Zeros for linear policies (as ARS/ES-MAML); scaled Gaussian weights for MLPs."""
         params = np.zeros(self.num_params)

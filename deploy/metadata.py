@@ -264,9 +264,12 @@ class PolicyMetadata(BundleMetadata):
         norm = f.obj("normalizer")
         normalizer = NormalizerSnapshot(norm.vector("mean", obs_dim), norm.vector("std", obs_dim, positive=True))
         try:
-            make_operator(f.dict("adaptation"))
+            operator = make_operator(f.dict("adaptation"))
         except (AdaptationError, TypeError) as e:
             raise f.fail("adaptation", f"is invalid ({e})") from None
+        span = getattr(operator, "span", None)
+        if span is not None and span[1] > spec.num_params:
+            raise f.fail("adaptation", f"span {list(span)} is beyond the policy's {spec.num_params} parameters")
         return cls(
             **common,
             files=f.files("files", (ONNX_FILE,)),

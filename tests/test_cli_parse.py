@@ -47,6 +47,21 @@ def test_every_config_field_is_a_flag() -> None:
         cli.parse(["train", "grbal", "--out", "x", "--method", "rebal"])
 
 
+def test_context_adaptation_resolves_the_first_layers_biases() -> None:
+    """--adaptation.params first_bias: the operator perturbs the first layer's biases of this run's policy only,
+    and records where they are (the robot rebuilds the same operator from the bundle)."""
+    cfg = settings("train", "es", "--out", "x", "--family", "halfcheetah_fb", "--policy", "mlp", "--hidden", "8",
+                   "--adaptation.params", "first_bias", "--adaptation.sigma", "1.0")  # fmt: skip
+    op = cfg.operator()
+    assert op.span == (17 * 8, 17 * 8 + 8) == cfg.policy_spec().bias_span(0)
+    assert (op.sigma, op.queries) == (1.0, train.PRESETS["halfcheetah_fb"]["adaptation"]["queries"])
+    assert train.config_for("halfcheetah_vel").operator().span is None  # its preset perturbs every parameter
+    preset = train.config_for("halfcheetah_fb")  # chosen on validation tasks: an MLP of 16, context adaptation
+    assert (preset.policy, preset.hidden, preset.operator().span) == ("mlp", (16,), (17 * 16, 17 * 16 + 16))
+    with pytest.raises(train.ConfigError, match=r"adaptation\.params: must be 'all' or 'first_bias'"):
+        train.config_for("halfcheetah_fb", adaptation={"params": "last_bias"})
+
+
 def test_a_specialist_is_one_flag_on_top_of_the_baseline() -> None:
     cfg = settings("train", "es", "--out", "x", "--family", "halfcheetah_vel", "--no-meta", "--specialist-task", "3")
     assert (cfg.meta, cfg.specialist_task) == (False, 3)

@@ -61,17 +61,6 @@ class TrainResult:
     summary: dict[str, Any]
 
 
-def policy_spec(config: TrainConfig, family: TaskFamily) -> PolicySpec:
-    return PolicySpec(
-        kind=config.policy,
-        obs_dim=family.obs_dim,
-        act_dim=family.act_dim,
-        action_low=tuple(float(v) for v in family.action_low),
-        action_high=tuple(float(v) for v in family.action_high),
-        hidden=config.hidden if config.policy == "mlp" else (),
-    )
-
-
 def initial_state(config: TrainConfig, spec: PolicySpec) -> ESState:
     params = spec.init_params(np.random.default_rng([config.seed, 0xC0FFEE]))
     zeros = np.zeros_like(params)
@@ -247,7 +236,7 @@ def train(
     speed, never the result.
     """
     family = make_family(config.family)
-    spec = policy_spec(config, family)
+    spec = config.policy_spec()
     operator = config.operator()
     state = _prepare_out_dir(config, out_dir, resume) or initial_state(config, spec)
     if workers is None and backend == "local" and family.vectorized:

@@ -192,3 +192,33 @@ def test_hill_climb_averages_repeated_evaluations_on_shared_seeds() -> None:
 def test_es_gradient_queries_of_a_step_share_one_seed_slot() -> None:
     op = ESGradient(queries=3, steps=2)
     assert op.seed_slots(0) == (0, 0, 0, 0) and op.seed_slots(1) == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [HillClimb(queries=4, sigma=2.0, mode="average", span=(2, 4)), ESGradient(queries=4, sigma=2.0, span=(2, 4))],
+    ids=["hill_climb", "es_grad"],
+)
+def test_a_span_perturbs_and_moves_only_its_parameters(op: AdaptationOperator) -> None:
+    """Context adaptation: queries move params[2:4] far (sigma 2) and leave every other parameter as trained."""
+    params = np.arange(DIM, dtype=np.float64)
+    states = run(op, params, seed=3, f=concave(np.full(DIM, 10.0)))
+    asked = np.concatenate([op.ask(s) - s.params for s in states[:-1]])  # every query's perturbation
+    assert not asked[:, [0, 1, 4, 5]].any() and np.abs(asked[:, 2:4]).max() > 1.0
+    assert not np.array_equal(states[-1].params[2:4], params[2:4])  # it did adapt, inside the span
+    np.testing.assert_array_equal(np.delete(states[-1].params, [2, 3]), np.delete(params, [2, 3]))
+    assert make_operator(op.to_dict()) == op and op.to_dict()["span"] == [2, 4]  # what a bundle records
+    assert "span" not in HillClimb().to_dict()  # no span: every parameter, as bundles without one were read
+
+
+@pytest.mark.parametrize("span", [(3, 3), (-1, 2), (0, 1, 2), (0, 2.5), ("0", "2"), 4, (True, 2)])
+def test_a_bad_span_is_named(span: object) -> None:
+    with pytest.raises(AdaptationError, match="span"):
+        HillClimb(span=span)  # type: ignore[arg-type]
+
+
+def test_a_span_beyond_the_parameters_is_named() -> None:
+    op = HillClimb(queries=2, mode="average", span=(4, DIM + 1))
+    state = op.tell(op.start(np.zeros(DIM), seed=0), np.zeros(1))
+    with pytest.raises(AdaptationError, match=f"beyond the {DIM} parameters"):
+        op.ask(state)

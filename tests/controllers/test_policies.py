@@ -37,6 +37,17 @@ def test_unflatten_views_the_flat_vector_layer_by_layer() -> None:
         s.unflatten(np.zeros(s.num_params + 1))
 
 
+@pytest.mark.parametrize(("kind", "hidden"), [("linear", ()), ("mlp", (4,)), ("mlp", (4, 2))])
+def test_bias_span_locates_each_layers_biases(kind: str, hidden: tuple[int, ...]) -> None:
+    s = spec(kind, hidden)
+    params = np.arange(s.num_params, dtype=np.float64)
+    for layer, (_, b) in enumerate(s.unflatten(params)):
+        start, stop = s.bias_span(layer)
+        np.testing.assert_array_equal(params[start:stop], b)
+    with pytest.raises(PolicyError, match="layer"):
+        s.bias_span(len(hidden) + 1)
+
+
 @pytest.mark.parametrize(("kind", "hidden"), [("linear", ()), ("mlp", (16, 8))])
 def test_shared_params_equal_the_same_params_on_every_row(kind: str, hidden: tuple[int, ...]) -> None:
     s = spec(kind, hidden)

@@ -14,8 +14,8 @@ from metactl.deploy.export import export_bundle
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_DIR = os.path.join(REPO, "hardware_configs")
 
-HILL_CLIMB = {"name": "hill_climb", "queries": 10, "sigma": 0.2, "mode": "batch", "batch_size": 5}
-ES_GRAD = {"name": "es_grad", "queries": 2, "sigma": 0.1, "step_size": 0.05}
+HILL_CLIMB = {"name": "hill_climb", "queries": 10, "sigma": 0.2, "mode": "batch", "batch_size": 5, "params": "all"}
+ES_GRAD = {"name": "es_grad", "queries": 2, "sigma": 0.1, "step_size": 0.05, "params": "all"}
 TINY_FOUR_CORNERS: dict[str, Any] = {
     "iterations": 2,
     "directions": 2,
@@ -62,7 +62,7 @@ def fc_identity_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def hc_linear_policy_path(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _train(tmp_path_factory, "hc_linear", "halfcheetah_fb", **TINY_CHEETAH, adaptation=ES_GRAD)
+    return _train(tmp_path_factory, "hc_linear", "halfcheetah_fb", **TINY_CHEETAH, adaptation=ES_GRAD, policy="linear")
 
 
 @pytest.fixture(scope="session")

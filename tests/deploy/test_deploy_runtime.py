@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from metactl import sim
+from metactl import sim, train
 from metactl.controllers import load_policy, make_operator
 from metactl.deploy import (
     BundleError,
@@ -23,6 +23,7 @@ from metactl.deploy import (
     load_hardware_config,
     run_online,
 )
+from metactl.deploy.export import export_bundle
 
 
 def _compat_error(meta, config) -> str:
@@ -94,6 +95,21 @@ def test_run_online_report_and_files(fc_bundle: str, shipped_config, tmp_path) -
     assert float(rows[0]["episode_return"]) == report.pre_adaptation_return
     np.testing.assert_array_equal(np.load(os.path.join(out, "adapted_params.npy")), report.adapted_params)
     assert os.path.getsize(os.path.join(out, "adaptation.png")) > 1000
+
+
+def test_context_adaptation_on_the_robot_moves_only_the_first_layers_biases(tmp_path_factory, shipped_config) -> None:
+    """An MLP meta-trained with --adaptation.params first_bias: its bundle records the span and the robot's
+    hill climbing (the same operator, rebuilt from the bundle) changes those biases and nothing else."""
+    adaptation = {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "batch", "params": "first_bias"}
+    config = train.config_for("four_corners", iterations=2, directions=2, tasks_per_iteration=1, eval_every=1,
+                              eval_repeats=1, policy="mlp", hidden=(4,), adaptation=adaptation)  # fmt: skip
+    policy = train.train(config, str(tmp_path_factory.mktemp("fc_context")), progress=False).policy_path
+    bundle = PolicyBundle.load(export_bundle(policy, str(tmp_path_factory.mktemp("fc_context_bundle"))))
+    start, stop = bundle.meta.spec.bias_span(0)
+    assert bundle.metadata["adaptation"]["span"] == [start, stop] == [2 * 4, 2 * 4 + 4]
+    report = run_online(bundle.directory, shipped_config("four_corners"), adaptation_steps=1, seed=2)
+    moved = np.flatnonzero(report.adapted_params != bundle.params)
+    assert moved.size and start <= moved.min() and moved.max() < stop, moved
 
 
 def test_pre_adaptation_episode_matches_sim_rollout(fc_policy_path: str, fc_bundle: str, shipped_config) -> None:

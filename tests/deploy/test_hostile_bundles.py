@@ -57,6 +57,16 @@ def test_model_bundle_metadata_is_checked_in_full(mb_bundles, tmp_path, edit, ne
     assert needle in _error(_with(_copy(mb_bundles["grbal"], tmp_path), edit))
 
 
+@pytest.mark.parametrize(
+    ("span", "needle"),
+    [([0, 10**6], "'adaptation' span [0, 1000000] is beyond the policy's"), ([5, 5], "'adaptation' is invalid")],
+)
+def test_a_policy_bundles_adaptation_span_must_fit_its_parameters(fc_bundle, tmp_path, span, needle) -> None:
+    """Context adaptation perturbs params[start:stop]: a span the policy does not have is refused at load time,
+    not half-way through the robot's adaptation."""
+    assert needle in _error(_with(_copy(fc_bundle, tmp_path), lambda m: m["adaptation"].update(span=span)))
+
+
 def test_graph_signatures_are_checked_for_every_graph(mb_bundles, tmp_path) -> None:
     """A GrBAL bundle whose adapt.onnx is another model's (hash updated to match): the signature check names it."""
     bundle = _copy(mb_bundles["grbal"], tmp_path)

@@ -32,7 +32,7 @@ def hc_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
     from metactl.deploy.export import export_bundle
 
     settings = {"iterations": 1, "directions": 1, "tasks_per_iteration": 1, "eval_every": 1, "eval_repeats": 1}
-    config = train.config_for("halfcheetah_fb", **settings, horizon=20, adaptation=HILL_CLIMB)
+    config = train.config_for("halfcheetah_fb", **settings, horizon=20, adaptation=HILL_CLIMB, policy="linear")
     policy = train.train(config, str(tmp_path_factory.mktemp("hc_run")), progress=False).policy_path
     return export_bundle(policy, str(tmp_path_factory.mktemp("hc_bundle")))
 

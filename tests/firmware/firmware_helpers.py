@@ -48,7 +48,7 @@ def gcc_shared(sources: list[str], out: str, includes: tuple[str, ...] = ()) -> 
     return out
 
 
-HILL_CLIMB = {"name": "hill_climb", "queries": 2, "sigma": 0.2, "mode": "average"}
+HILL_CLIMB = {"name": "hill_climb", "queries": 2, "sigma": 0.2, "mode": "average", "params": "all"}
 """Schedule (1, 1, 1): per adaptation step 3 query episodes, then the post evaluation."""
 
 

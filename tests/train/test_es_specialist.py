@@ -26,7 +26,7 @@ def one_iteration(config: train.TrainConfig, monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(es_maml, "Evaluator", Recording)
     family = make_family(config.family)
-    spec = es_maml.policy_spec(config, family)
+    spec = config.policy_spec()
     state, _ = es_maml.es_iteration(es_maml.initial_state(config, spec), config, family, spec, config.operator())
     return state.episodes, seen
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from metactl import train
 from metactl.sim import make_family
-from metactl.train.es_maml import current_policy, heldout_returns, initial_state, policy_spec
+from metactl.train.es_maml import current_policy, heldout_returns, initial_state
 
 ZERO_POLICY_RETURN = -400.0
 """The zero linear policy outputs velocity 0 and stays at the origin: d^2 = 8 to every test corner, so -4 per step
@@ -32,7 +32,7 @@ def test_es_maml_improves_held_out_return_after_adaptation(tmp_path: Path) -> No
         seed=0,
     )
     family = make_family("four_corners")
-    spec = policy_spec(cfg, family)
+    spec = cfg.policy_spec()
     pre0, _ = heldout_returns(cfg, family, current_policy(initial_state(cfg, spec), cfg, spec), cfg.operator())
     np.testing.assert_array_equal(pre0, np.full(4, ZERO_POLICY_RETURN))
 
