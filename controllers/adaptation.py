@@ -247,11 +247,8 @@ def make_operator(config: dict[str, Any]) -> AdaptationOperator:
 def _settings(operator: object) -> dict[str, Any]:
     """An operator's fields, as ``make_operator`` takes them; no ``span`` when it perturbs every parameter."""
     d = dataclasses.asdict(operator)  # type: ignore[call-overload]
-    if d.get("span", 0) is None:
-        del d["span"]
-    elif "span" in d:
-        d["span"] = list(d["span"])
-    return d
+    span = d.pop("span", None)
+    return d if span is None else {**d, "span": list(span)}
 
 
 def _check_positive(obj: object, names: tuple[str, ...]) -> None:

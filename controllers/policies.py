@@ -56,9 +56,17 @@ class PolicySpec:
         return (self.obs_dim, *self.hidden, self.act_dim)
 
     @functools.cached_property
+    def _layout(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        """Per layer (in, out, weights start, biases start, biases stop) in the flat parameter vector."""
+        layout, k = [], 0
+        for i, o in itertools.pairwise(self.layer_sizes):
+            layout.append((i, o, k, k + i * o, k + i * o + o))
+            k += i * o + o
+        return tuple(layout)
+
+    @functools.cached_property
     def num_params(self) -> int:
-        sizes = self.layer_sizes
-        return sum(i * o + o for i, o in itertools.pairwise(sizes))
+        return self._layout[-1][4]
 
     @functools.cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,22 +78,14 @@ class PolicySpec:
         """Views (W [..., in, out], b [..., out]) per layer; ``params`` is [P] or [N, P]."""
         if params.shape[-1] != self.num_params:
             raise PolicyError(f"expected {self.num_params} parameters, got {params.shape[-1]}")
-        layers, k = [], 0
         lead = params.shape[:-1]
-        for i, o in zip(self.layer_sizes[:-1], self.layer_sizes[1:], strict=True):
-            w = params[..., k : k + i * o].reshape(*lead, i, o)
-            k += i * o
-            layers.append((w, params[..., k : k + o]))
-            k += o
-        return layers
+        return [(params[..., w:b].reshape(*lead, i, o), params[..., b:end]) for i, o, w, b, end in self._layout]
 
     def bias_span(self, layer: int = 0) -> tuple[int, int]:
         """[start, stop) of layer ``layer``'s biases in the flat parameter vector (an adaptation ``span``)."""
-        sizes = self.layer_sizes
-        if not 0 <= layer < len(sizes) - 1:
-            raise PolicyError(f"layer {layer} is not one of the policy's {len(sizes) - 1} layers")
-        start = sum(i * o + o for i, o in itertools.pairwise(sizes[: layer + 1])) + sizes[layer] * sizes[layer + 1]
-        return start, start + sizes[layer + 1]
+        if not 0 <= layer < len(self._layout):
+            raise PolicyError(f"layer {layer} is not one of the policy's {len(self._layout)} layers")
+        return self._layout[layer][3], self._layout[layer][4]
 
     def init_params(self, rng: np.random.Generator) -> np.ndarray:
         """Zeros for linear policies (as ARS/ES-MAML); scaled Gaussian weights for MLPs."""

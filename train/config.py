@@ -53,9 +53,11 @@ class AdaptationConfig:
 
     def operator_dict(self, spec: PolicySpec | None = None) -> dict[str, Any]:
         """The operator's own settings (``controllers.make_operator``'s input; what a bundle records); with
-        ``params`` 'first_bias' the span of those biases in ``spec``'s parameter vector."""
+        ``params`` 'first_bias' the span of those biases in ``spec``'s parameter vector, which it then needs."""
         d: dict[str, Any] = {"name": self.name, **{k: getattr(self, k) for k in OPERATOR_FIELDS[self.name]}}
-        if self.params == "first_bias" and spec is not None and self.name != "none":
+        if self.params == "first_bias" and self.name != "none":
+            if spec is None:
+                raise ValueError("adaptation.params 'first_bias' needs the policy's layout: use TrainConfig.operator()")
             d["span"] = list(spec.bias_span(0))
         return d
 
@@ -167,7 +169,7 @@ class TrainConfig:
                 f"adaptation: unknown operator {self.adaptation.name!r}; use one of {list(OPERATOR_FIELDS)}"
             )
         try:
-            make_operator(self.adaptation.operator_dict())
+            self.operator()
         except (AdaptationError, TypeError) as e:
             raise ConfigError(f"adaptation: {e}") from None
 

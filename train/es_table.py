@@ -129,7 +129,7 @@ def _operator(runs: list[ESRun]) -> AdaptationOperator:
     meta = [r for r in runs if r.kind == "es_maml"] or [r for r in runs if r.kind == "baseline"] or runs
     ops = {r.config.adaptation for r in meta}
     if len(ops) != 1:
-        names = sorted(str(op.operator_dict()) for op in ops)
+        names = sorted({str(r.config.operator().to_dict()) for r in meta})
         raise ValueError(f"ES-MAML runs adapt with different operators {names}; evaluate each operator's runs apart")
     return meta[0].config.operator()
 
