@@ -192,7 +192,7 @@ def _emlearn_source(policy: Policy) -> str | tuple[str]:
         from emlearn.net import c_generate_net_loadable
     except ImportError:
         return ("emlearn is not installed (pip install emlearn)",)
-    layers = policy.spec.unflatten(np.asarray(policy.params, dtype=np.float64))
+    layers = policy.spec.effective_layers(np.asarray(policy.params, dtype=np.float64))
     if len(layers) < 2:
         return ("eml_net_infer requires at least 2 layers (a linear policy has 1)",)
     net = c_generate_net_loadable(["tanh"] * len(layers), [w for w, _ in layers], [b for _, b in layers], "eml_pol")

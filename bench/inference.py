@@ -103,7 +103,7 @@ def _time_block(fn: Callable[[np.ndarray], Any], obs: np.ndarray) -> list[float]
 def _lean_numpy(policy: Policy) -> Callable[[np.ndarray], np.ndarray]:
     """The policy as few float32 numpy calls as possible, into preallocated buffers (the same math)."""
     spec = policy.spec
-    layers = [(w.astype(np.float32), b.astype(np.float32)) for w, b in spec.unflatten(np.asarray(policy.params))]
+    layers = [(w.astype(np.float32), b.astype(np.float32)) for w, b in spec.effective_layers(np.asarray(policy.params))]
     mean, std = (np.asarray(a, np.float32) for a in (policy.normalizer.mean, policy.normalizer.std))
     low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
     half = (0.5 * (high - low)).astype(np.float32)

@@ -22,7 +22,8 @@ queries start from the same state (same slot, same reset seed). Noise comes from
 ``span`` (start, stop) restricts the perturbations to ``params[start:stop]``, the rest staying as
 meta-trained: with the first layer's biases of an MLP this is context adaptation (CAVIA, Zintgraf et al.
 2019 — a bias shift is what context inputs add), a few numbers the queries can move far, where a
-perturbation of every weight must stay small.
+perturbation of every weight must stay small. With a policy's own context inputs (``PolicySpec.context``) the
+span is their values: the search runs in a meta-learned subspace of those biases of one or two dimensions.
 """
 
 from __future__ import annotations

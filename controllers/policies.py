@@ -32,7 +32,13 @@ class PolicyError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class PolicySpec:
-    """Architecture of a policy: ``obs_dim -> hidden... -> act_dim`` with tanh units."""
+    """Architecture of a policy: ``obs_dim (+ context) -> hidden... -> act_dim`` with tanh units.
+
+    ``context`` > 0 gives the first layer that many extra inputs whose values are parameters themselves, the
+    last ``context`` entries of the flat vector (CAVIA's context parameters, Zintgraf et al. 2019): adapting
+    only them moves the first layer's biases within a learned ``context``-dimensional subspace, so a few
+    queries can search it. Their weights are the first layer's last ``context`` rows.
+    """
 
     kind: str
     obs_dim: int
@@ -40,6 +46,7 @@ class PolicySpec:
     action_low: tuple[float, ...]
     action_high: tuple[float, ...]
     hidden: tuple[int, ...] = ()
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in POLICY_KINDS:
@@ -50,23 +57,32 @@ class PolicySpec:
             raise PolicyError("an 'mlp' policy needs at least one hidden layer size")
         if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
             raise PolicyError("action_low/action_high must have act_dim entries")
+        if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 0:
+            raise PolicyError(f"context must be an integer >= 0, got {self.context!r}")
 
     @functools.cached_property
     def layer_sizes(self) -> tuple[int, ...]:
         return (self.obs_dim, *self.hidden, self.act_dim)
 
     @functools.cached_property
-    def _layout(self) -> tuple[tuple[int, int, int, int, int], ...]:
-        """Per layer (in, out, weights start, biases start, biases stop) in the flat parameter vector."""
+    def layout(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        """Per layer (in, out, weights start, biases start, biases stop) in the flat parameter vector; the first
+        layer's inputs include the context (its weights' last rows), and the context values follow the layers."""
         layout, k = [], 0
-        for i, o in itertools.pairwise(self.layer_sizes):
+        for i, o in itertools.pairwise((self.obs_dim + self.context, *self.layer_sizes[1:])):
             layout.append((i, o, k, k + i * o, k + i * o + o))
             k += i * o + o
         return tuple(layout)
 
     @functools.cached_property
     def num_params(self) -> int:
-        return self._layout[-1][4]
+        return self.layout[-1][4] + self.context
+
+    def context_span(self) -> tuple[int, int]:
+        """[start, stop) of the context values in the flat parameter vector (an adaptation ``span``)."""
+        if not self.context:
+            raise PolicyError("the policy has no context inputs (context = 0)")
+        return self.num_params - self.context, self.num_params
 
     @functools.cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,20 +95,34 @@ class PolicySpec:
         if params.shape[-1] != self.num_params:
             raise PolicyError(f"expected {self.num_params} parameters, got {params.shape[-1]}")
         lead = params.shape[:-1]
-        return [(params[..., w:b].reshape(*lead, i, o), params[..., b:end]) for i, o, w, b, end in self._layout]
+        return [(params[..., w:b].reshape(*lead, i, o), params[..., b:end]) for i, o, w, b, end in self.layout]
+
+    def effective_layers(self, params: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(W, b) per layer as a forward pass applies them to the normalized observation: ``unflatten``'s, with a
+        context folded into the first layer (its observation rows, and b + z W_context), as the ONNX graph and
+        the C export compute it."""
+        layers = self.unflatten(params)
+        if self.context:
+            (w, b), z = layers[0], params[..., self.num_params - self.context :]
+            layers[0] = (w[..., : self.obs_dim, :], b + np.einsum("...i,...io->...o", z, w[..., self.obs_dim :, :]))
+        return layers
 
     def bias_span(self, layer: int = 0) -> tuple[int, int]:
         """[start, stop) of layer ``layer``'s biases in the flat parameter vector (an adaptation ``span``)."""
-        if not 0 <= layer < len(self._layout):
-            raise PolicyError(f"layer {layer} is not one of the policy's {len(self._layout)} layers")
-        return self._layout[layer][3], self._layout[layer][4]
+        if not 0 <= layer < len(self.layout):
+            raise PolicyError(f"layer {layer} is not one of the policy's {len(self.layout)} layers")
+        return self.layout[layer][3], self.layout[layer][4]
 
     def init_params(self, rng: np.random.Generator) -> np.ndarray:
-        """Zeros for linear policies (as ARS/ES-MAML); scaled Gaussian weights for MLPs."""
+        """Zeros for linear policies (as ARS/ES-MAML); scaled Gaussian weights for MLPs. Context values start
+        at 0 and their weights at unit scale, so a context step of 1 moves each first-layer bias by about 1."""
         params = np.zeros(self.num_params)
         if self.kind == "mlp":
             for w, _ in self.unflatten(params):
                 w[...] = rng.standard_normal(w.shape) / np.sqrt(w.shape[0])
+        if self.context:
+            w0 = self.unflatten(params)[0][0]
+            w0[self.obs_dim :] = rng.standard_normal(w0[self.obs_dim :].shape)
         return params
 
     def forward(self, params: np.ndarray, obs: np.ndarray) -> np.ndarray:
@@ -102,8 +132,7 @@ class PolicySpec:
         ES where every rollout has its own perturbation).
         """
         x = obs
-        layers = self.unflatten(params)
-        for w, b in layers:
+        for w, b in self.effective_layers(params):
             x = x @ w + b if w.ndim == 2 else np.einsum("ni,nio->no", x, w) + b
             x = np.tanh(x)
         low, high, span = self._bounds
@@ -111,15 +140,19 @@ class PolicySpec:
         # clipped; NaN propagates (as in the ONNX graph and the C export): see the module doc
         return np.minimum(np.maximum(action, low, out=action), high, out=action)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicySpec:
         d = dict(data)
         for key in ("action_low", "action_high", "hidden"):
             d[key] = tuple(d.get(key, ()))
         return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as JSON-ready data; ``context`` only when there is one, so context-free specs read as before."""
+        d = dataclasses.asdict(self)
+        if not self.context:
+            del d["context"]
+        return d
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ The graph is the whole robot-side policy, so the robot needs only onnxruntime:
 
     obs [N, obs_dim] -> (obs - mean) / std -> clip(+-CLIP)
       -> per layer: tanh(x @ W + b), W and b sliced from ``params`` in ``PolicySpec.unflatten`` order
+         (a policy with context inputs: the first layer's b is b + z W_context, z the vector's last entries)
       -> low + 0.5 * (x + 1) * (high - low) -> clip to [low, high] -> action [N, act_dim]
 
 ``params`` [P] is a graph input *and* an initializer holding the trained vector (an
@@ -21,7 +22,6 @@ Built with ``onnx.helper`` only (no torch); this module is the one place ``onnx`
 from __future__ import annotations
 
 import importlib.metadata
-import itertools
 import json
 import logging
 import os
@@ -121,13 +121,18 @@ def build_model(policy: Policy) -> onnx.ModelProto:
         bounds = [const(f"{name}_start", [start], np.int64), const(f"{name}_stop", [stop], np.int64)]
         return node("Slice", [params, *bounds, axis], name)
 
-    k = 0
-    for i, (n_in, n_out) in enumerate(itertools.pairwise(spec.layer_sizes)):
-        w_flat = piece(f"w{i}_flat", k, k + n_in * n_out)
+    for i, (n_in, n_out, w_at, b_at, b_end) in enumerate(spec.layout):
+        if i == 0:  # the context's rows of W0 are folded into the bias below, so x @ w takes obs_dim rows
+            n_in = spec.obs_dim
+        w_flat = piece(f"w{i}_flat", w_at, w_at + n_in * n_out)
         w = node("Reshape", [w_flat, const(f"w{i}_shape", [n_in, n_out], np.int64)], f"w{i}")
-        k += n_in * n_out
-        b = piece(f"b{i}", k, k + n_out)
-        k += n_out
+        b = piece(f"b{i}", b_at, b_end)
+        if i == 0 and spec.context:  # b0 + z W_context, as PolicySpec.effective_layers
+            c, (z_at, z_end) = spec.context, spec.context_span()
+            z = node("Reshape", [piece("z_flat", z_at, z_end), const("z_shape", [1, c], np.int64)], "z")
+            wz_flat = piece("wz_flat", w_at + n_in * n_out, b_at)
+            wz = node("Reshape", [wz_flat, const("wz_shape", [c, n_out], np.int64)], "wz")
+            b = node("Add", [b, node("MatMul", [z, wz], "context_shift")], "b0_context")
         x = node("Add", [node("MatMul", [x, w], f"layer{i}_matmul"), b], f"layer{i}_pre")
         x = node("Tanh", [x], f"layer{i}")
     low, high = np.asarray(spec.action_low), np.asarray(spec.action_high)

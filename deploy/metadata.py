@@ -248,6 +248,8 @@ class PolicyMetadata(BundleMetadata):
         spec_fields = policy.obj("spec")
         for key in ("obs_dim", "act_dim"):
             spec_fields.int(key, 1, MAX_DIM)
+        if "context" in spec_fields.data:
+            spec_fields.int("context", 0, MAX_DIM)
         hidden = spec_fields.data.get("hidden", [])
         if not (isinstance(hidden, list) and all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= 4096
                                                  for h in hidden)):  # fmt: skip

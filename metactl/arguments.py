@@ -140,9 +140,10 @@ class Eval:
     """Control steps per episode (0: the family's horizon)."""
     de_lr: float | None = None
     """MB+DE step size (default: the run's inner_lr)."""
-    tasks: Literal["test", "change", "validation"] = "test"
+    tasks: Literal["test", "change", "validation", "confirmation"] = "test"
     """'test': the family's held-out test tasks; 'change': its mid-episode change tests (the dynamic setting);
-    'validation': training-distribution tasks, for choosing hyperparameters (never on a test task)."""
+    'validation': training-distribution tasks, for choosing hyperparameters (never on a test task);
+    'confirmation': 10 fresh training-distribution tasks, to confirm once a choice validation left in its noise."""
     oracle: bool = True
     """Also run the oracle: the same planner and settings on the true simulator, on the same episodes."""
     model_error: bool = False

@@ -58,8 +58,23 @@ def test_context_adaptation_resolves_the_first_layers_biases() -> None:
     assert train.config_for("halfcheetah_vel").operator().span is None  # its preset perturbs every parameter
     preset = train.config_for("halfcheetah_fb")  # chosen on validation tasks: an MLP of 16, context adaptation
     assert (preset.policy, preset.hidden, preset.operator().span) == ("mlp", (16,), (17 * 16, 17 * 16 + 16))
-    with pytest.raises(train.ConfigError, match=r"adaptation\.params: must be 'all' or 'first_bias'"):
+    with pytest.raises(train.ConfigError, match=r"adaptation\.params: must be 'all', 'first_bias' or 'context'"):
         train.config_for("halfcheetah_fb", adaptation={"params": "last_bias"})
+
+
+def test_context_inputs_are_a_flag_and_their_values_the_span() -> None:
+    """--context K gives the policy K context inputs; --adaptation.params context adapts their values alone, the
+    last K entries of the vector; asking for it without context names the fix."""
+    cfg = settings("train", "es", "--out", "x", "--family", "halfcheetah_fb", "--context", "2",
+                   "--adaptation.params", "context")  # fmt: skip
+    spec = cfg.policy_spec()
+    assert (spec.context, spec.hidden) == (2, (16,))  # the rest of the preset kept, field by field
+    assert cfg.operator().span == spec.context_span() == (spec.num_params - 2, spec.num_params)
+    assert spec.num_params == (17 + 2) * 16 + 16 + 16 * 6 + 6 + 2
+    with pytest.raises(train.ConfigError, match="--context 2"):
+        train.config_for("halfcheetah_fb", adaptation={"params": "context"})
+    with pytest.raises(train.ConfigError, match="context: must be an integer >= 0"):
+        train.config_for("halfcheetah_fb", context=-1)
 
 
 def test_a_specialist_is_one_flag_on_top_of_the_baseline() -> None:

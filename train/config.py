@@ -46,19 +46,21 @@ class AdaptationConfig:
     evaluations: int = 1
     """hill_climb: R episodes per candidate, all candidates of an adaptation sharing their R reset seeds (the
     reference's ``parallel_evaluations``); one lucky episode is not locked in."""
-    params: Literal["all", "first_bias"] = "all"
-    """Parameters the queries perturb: 'all', or 'first_bias' — the first layer's biases only, the rest as
+    params: Literal["all", "first_bias", "context"] = "all"
+    """Parameters the queries perturb: 'all'; 'first_bias' — the first layer's biases only, the rest as
     meta-trained (context adaptation, CAVIA: with an MLP these are context inputs, so ``sigma`` can be large;
-    with a linear policy they are the action biases)."""
+    with a linear policy they are the action biases); or 'context' — the policy's ``context`` values only, a
+    learned low-dimensional subspace of those biases."""
 
     def operator_dict(self, spec: PolicySpec | None = None) -> dict[str, Any]:
         """The operator's own settings (``controllers.make_operator``'s input; what a bundle records); with
-        ``params`` 'first_bias' the span of those biases in ``spec``'s parameter vector, which it then needs."""
+        ``params`` 'first_bias' or 'context' the span of those parameters in ``spec``'s vector, which it then needs."""
         d: dict[str, Any] = {"name": self.name, **{k: getattr(self, k) for k in OPERATOR_FIELDS[self.name]}}
-        if self.params == "first_bias" and self.name != "none":
+        if self.params != "all" and self.name != "none":
             if spec is None:
-                raise ValueError("adaptation.params 'first_bias' needs the policy's layout: use TrainConfig.operator()")
-            d["span"] = list(spec.bias_span(0))
+                raise ValueError(f"adaptation.params {self.params!r} needs the policy's layout: "
+                                 "use TrainConfig.operator()")  # fmt: skip
+            d["span"] = list(spec.bias_span(0) if self.params == "first_bias" else spec.context_span())
         return d
 
     @classmethod
@@ -87,6 +89,9 @@ class TrainConfig:
     """Policy architecture: 'linear' or 'mlp' (tanh units)."""
     hidden: tuple[int, ...] = (32, 32)
     """Hidden layer sizes of the 'mlp' policy."""
+    context: int = 0
+    """Context inputs of the policy: this many parameters fed to its first layer beside the observation
+    (CAVIA); adapt them alone with ``adaptation.params context``. 0: none."""
     iterations: int = 60
     """Outer ES iterations."""
     directions: int = 16
@@ -162,8 +167,15 @@ class TrainConfig:
             raise ConfigError("hidden: an 'mlp' policy needs at least one hidden layer size, e.g. --hidden 32 32")
         if not isinstance(self.adaptation, AdaptationConfig):
             raise ConfigError(f"adaptation: must be a table of operator settings, got {self.adaptation!r}")
-        if self.adaptation.params not in ("all", "first_bias"):
-            raise ConfigError(f"adaptation.params: must be 'all' or 'first_bias', got {self.adaptation.params!r}")
+        if self.adaptation.params not in ("all", "first_bias", "context"):
+            raise ConfigError(
+                f"adaptation.params: must be 'all', 'first_bias' or 'context', got {self.adaptation.params!r}"
+            )
+        if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 0:
+            raise ConfigError(f"context: must be an integer >= 0, got {self.context!r}")
+        if self.adaptation.params == "context" and not self.context and self.adaptation.name != "none":
+            raise ConfigError("adaptation.params: 'context' adapts the policy's context inputs, but context is 0; "
+                              "give the policy some, e.g. --context 2")  # fmt: skip
         if self.adaptation.name not in OPERATOR_FIELDS:
             raise ConfigError(
                 f"adaptation: unknown operator {self.adaptation.name!r}; use one of {list(OPERATOR_FIELDS)}"
@@ -196,6 +208,7 @@ class TrainConfig:
             action_low=tuple(float(v) for v in family.action_low),
             action_high=tuple(float(v) for v in family.action_high),
             hidden=self.hidden if self.policy == "mlp" else (),
+            context=self.context,
         )
 
     def operator(self) -> AdaptationOperator:

@@ -81,8 +81,8 @@ def evaluate_es_runs(
     run_dirs: Sequence[str], *, episodes: int = 10, steps: int = 0, tasks: str = "test"
 ) -> dict[str, Any]:
     """The table of ``run_dirs`` (``metactl train es`` outputs of one family); see the module doc. ``episodes``
-    per task and run; ``steps`` the episode length (0: the runs' own, which must agree); ``tasks`` 'test' or
-    'validation' (``task_sets.task_set``; specialists are trained on test tasks, so only 'test')."""
+    per task and run; ``steps`` the episode length (0: the runs' own, which must agree); ``tasks`` 'test',
+    'validation' or 'confirmation' (``task_sets.task_set``; specialists are trained on test tasks, so only 'test')."""
     if episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     runs = [load_run(r) for r in run_dirs]
@@ -90,8 +90,8 @@ def evaluate_es_runs(
     operator = _operator(runs)
     if steps == 0:
         steps = _one(runs, lambda r: r.horizon, "episode lengths", "pass --steps N to evaluate all on N steps")
-    if tasks not in ("test", "validation"):
-        raise ValueError(f"ES runs are evaluated on --tasks test or validation, got {tasks!r}")
+    if tasks not in ("test", "validation", "confirmation"):
+        raise ValueError(f"ES runs are evaluated on --tasks test, validation or confirmation, got {tasks!r}")
     if tasks != "test" and any(r.kind == "specialist" for r in runs):
         raise ValueError("specialists are trained on test tasks: evaluate them with --tasks test")
     held_out = task_set(family, tasks)

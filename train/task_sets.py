@@ -14,6 +14,8 @@ from metactl.sim.tasks import Task
 
 VALIDATION_KEY, VALIDATION_TASKS = 4_242, 5
 """Validation tasks: this many training-distribution tasks drawn with this fixed key (``docs/model_selection.md``)."""
+CONFIRMATION_KEY, CONFIRMATION_TASKS = 4_243, 10
+"""Confirmation tasks: this many training-distribution tasks drawn with another fixed key, none a validation task."""
 
 
 def task_label(task: Task) -> str:
@@ -27,7 +29,8 @@ def task_label(task: Task) -> str:
 
 def task_set(family: Any, tasks: str) -> list[Any]:
     """'test': the held-out test tasks; 'change': the mid-episode change tests; 'validation': training-distribution
-    tasks for choosing hyperparameters (never the test tasks)."""
+    tasks for choosing hyperparameters (never the test tasks); 'confirmation': fresh training-distribution tasks,
+    disjoint from the validation ones, to confirm once a choice that validation left within its noise."""
     if tasks == "test":
         return family.test_tasks()
     if tasks == "change":
@@ -37,7 +40,14 @@ def task_set(family: Any, tasks: str) -> list[Any]:
     if tasks == "validation":  # up to VALIDATION_TASKS distinct ones (every training task of a discrete family)
         drawn = family.sample_tasks(np.random.default_rng(VALIDATION_KEY), 10 * VALIDATION_TASKS)
         return list(dict.fromkeys(drawn))[:VALIDATION_TASKS]
-    raise ValueError(f"tasks must be 'test', 'change' or 'validation', got {tasks!r}")
+    if tasks == "confirmation":  # another key's draw, without the validation (and test) tasks
+        seen = {*task_set(family, "validation"), *family.test_tasks()}
+        drawn = family.sample_tasks(np.random.default_rng(CONFIRMATION_KEY), 10 * CONFIRMATION_TASKS)
+        fresh = [t for t in dict.fromkeys(drawn) if t not in seen][:CONFIRMATION_TASKS]
+        if not fresh:
+            raise ValueError(f"family {family.name} has no training tasks beyond its validation ones to confirm on")
+        return fresh
+    raise ValueError(f"tasks must be 'test', 'change', 'validation' or 'confirmation', got {tasks!r}")
 
 
 def standard_error(values: list[float]) -> float:

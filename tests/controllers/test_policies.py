@@ -48,6 +48,33 @@ def test_bias_span_locates_each_layers_biases(kind: str, hidden: tuple[int, ...]
         s.bias_span(len(hidden) + 1)
 
 
+@pytest.mark.parametrize(("kind", "hidden"), [("linear", ()), ("mlp", (4,)), ("mlp", (4, 2))])
+def test_context_inputs_are_parameters_fed_beside_the_observation(kind: str, hidden: tuple[int, ...]) -> None:
+    """With ``context`` K the first layer sees [obs, z], z the vector's last K entries: forward equals that
+    concatenation, shared or per row, and only the context rows and values are new parameters."""
+    s = PolicySpec(kind, 5, 3, LOW, HIGH, hidden, context=2)
+    assert s.num_params == spec(kind, hidden).num_params + 2 * s.layer_sizes[1] + 2
+    rng = np.random.default_rng(0)
+    params, obs = rng.standard_normal(s.num_params), rng.standard_normal((6, 5))
+    z = params[slice(*s.context_span())]
+    np.testing.assert_array_equal(z, params[-2:])
+    x = np.concatenate([obs, np.tile(z, (6, 1))], axis=1)
+    for w, b in s.unflatten(params):  # the first W has obs_dim + 2 rows
+        x = np.tanh(x @ w + b)
+    want = np.clip(np.asarray(LOW) + 0.5 * (x + 1) * (np.asarray(HIGH) - np.asarray(LOW)), LOW, HIGH)
+    np.testing.assert_allclose(s.forward(params, obs), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(s.forward(np.tile(params, (6, 1)), obs), want, rtol=0, atol=1e-12)
+    wide = PolicySpec(kind, 5, 3, LOW, HIGH, (64,) if hidden else (), context=40)
+    init = wide.init_params(np.random.default_rng(1))
+    context_rows = wide.unflatten(init)[0][0][5:]
+    assert np.all(init[-40:] == 0) and 0.75 < context_rows.std() < 1.25  # z from 0; weights at unit scale
+    assert PolicySpec.from_dict(s.to_dict()) == s and "context" not in spec(kind, hidden).to_dict()
+    with pytest.raises(PolicyError, match="no context"):
+        spec(kind, hidden).context_span()
+    with pytest.raises(PolicyError, match="context must be"):
+        PolicySpec(kind, 5, 3, LOW, HIGH, hidden, context=-1)
+
+
 @pytest.mark.parametrize(("kind", "hidden"), [("linear", ()), ("mlp", (16, 8))])
 def test_shared_params_equal_the_same_params_on_every_row(kind: str, hidden: tuple[int, ...]) -> None:
     s = spec(kind, hidden)

@@ -97,16 +97,23 @@ def test_run_online_report_and_files(fc_bundle: str, shipped_config, tmp_path) -
     assert os.path.getsize(os.path.join(out, "adaptation.png")) > 1000
 
 
-def test_context_adaptation_on_the_robot_moves_only_the_first_layers_biases(tmp_path_factory, shipped_config) -> None:
-    """An MLP meta-trained with --adaptation.params first_bias: its bundle records the span and the robot's
-    hill climbing (the same operator, rebuilt from the bundle) changes those biases and nothing else."""
-    adaptation = {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "batch", "params": "first_bias"}
+@pytest.mark.parametrize(("params", "context"), [("first_bias", 0), ("context", 2)])
+def test_context_adaptation_on_the_robot_moves_only_its_span(tmp_path_factory, shipped_config, params, context) -> None:
+    """An MLP meta-trained with --adaptation.params first_bias (or context, with context inputs): its bundle
+    records the span, and the robot's hill climbing (the same operator, rebuilt from the bundle, through the ONNX
+    graph) changes those parameters and nothing else."""
+    adaptation = {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "batch", "params": params}
     config = train.config_for("four_corners", iterations=2, directions=2, tasks_per_iteration=1, eval_every=1,
-                              eval_repeats=1, policy="mlp", hidden=(4,), adaptation=adaptation)  # fmt: skip
+                              eval_repeats=1, policy="mlp", hidden=(4,), context=context,
+                              adaptation=adaptation)  # fmt: skip
     policy = train.train(config, str(tmp_path_factory.mktemp("fc_context")), progress=False).policy_path
     bundle = PolicyBundle.load(export_bundle(policy, str(tmp_path_factory.mktemp("fc_context_bundle"))))
-    start, stop = bundle.meta.spec.bias_span(0)
-    assert bundle.metadata["adaptation"]["span"] == [start, stop] == [2 * 4, 2 * 4 + 4]
+    spec = bundle.meta.spec
+    start, stop = spec.bias_span(0) if params == "first_bias" else spec.context_span()
+    want = [2 * 4, 2 * 4 + 4] if params == "first_bias" else [spec.num_params - 2, spec.num_params]
+    assert bundle.metadata["adaptation"]["span"] == [start, stop] == want
+    obs = np.random.default_rng(0).standard_normal((5, 2))
+    np.testing.assert_allclose(bundle.act(obs), load_policy(policy)[0].act_batch(obs), atol=1e-5)  # graph = numpy
     report = run_online(bundle.directory, shipped_config("four_corners"), adaptation_steps=1, seed=2)
     moved = np.flatnonzero(report.adapted_params != bundle.params)
     assert moved.size and start <= moved.min() and moved.max() < stop, moved

@@ -67,6 +67,15 @@ def test_a_policy_bundles_adaptation_span_must_fit_its_parameters(fc_bundle, tmp
     assert needle in _error(_with(_copy(fc_bundle, tmp_path), lambda m: m["adaptation"].update(span=span)))
 
 
+@pytest.mark.parametrize(("context", "needle"), [(-1, "context"), (True, "context"), (10**6, "context"),
+                                                 (3, "disagree with observation_names")])  # fmt: skip
+def test_a_policy_bundles_context_must_be_a_sane_count_that_fits_its_sizes(fc_bundle, tmp_path, context, needle):
+    """A hand-edited ``context`` in the spec: a bad count is named, and one the recorded num_params does not
+    include is refused (the graph would slice other parameters)."""
+    error = _error(_with(_copy(fc_bundle, tmp_path), lambda m: m["policy"]["spec"].update(context=context)))
+    assert needle in error, error
+
+
 def test_graph_signatures_are_checked_for_every_graph(mb_bundles, tmp_path) -> None:
     """A GrBAL bundle whose adapt.onnx is another model's (hash updated to match): the signature check names it."""
     bundle = _copy(mb_bundles["grbal"], tmp_path)

@@ -33,10 +33,10 @@ needs_qemu = pytest.mark.skipif(
 )
 
 
-def random_policy(hidden: tuple[int, ...], seed: int = 0, scale: float = 0.3) -> Policy:
+def random_policy(hidden: tuple[int, ...], seed: int = 0, scale: float = 0.3, context: int = 0) -> Policy:
     """A HalfCheetah-sized policy with random parameters and normalizer (deterministic in ``seed``)."""
     rng = np.random.default_rng(seed)
-    spec = PolicySpec("mlp" if hidden else "linear", OBS, ACT, (-1.0,) * ACT, (1.0,) * ACT, hidden)
+    spec = PolicySpec("mlp" if hidden else "linear", OBS, ACT, (-1.0,) * ACT, (1.0,) * ACT, hidden, context)
     normalizer = NormalizerSnapshot(rng.standard_normal(OBS), rng.uniform(0.2, 3.0, OBS))
     return Policy(spec, rng.standard_normal(spec.num_params) * scale, normalizer)
 

@@ -93,6 +93,29 @@ def test_mlps_equal_onnxruntime_on_wide_and_non_finite_inputs(hidden, tmp_path) 
     _assert_parity(c.act(obs), want)
 
 
+@pytest.mark.parametrize(("hidden", "context"), [((16,), 2), ((), 3)])
+def test_context_inputs_equal_onnxruntime_and_numpy_and_are_adaptable(hidden, context, tmp_path) -> None:
+    """A policy with context inputs: the C folds z W_context into the first bias as the graph does; new context
+    values written into the parameters move the actions in both, alike."""
+    import onnxruntime as ort
+
+    policy = random_policy(hidden, seed=7, context=context)
+    info, c = _build(policy, tmp_path)
+    session = ort.InferenceSession(build_model(policy).SerializeToString(), providers=["CPUExecutionProvider"])
+    obs = _observations(np.random.default_rng(4), np.zeros((0, OBS)))
+    (want,) = session.run(["action"], {"obs": obs})
+    _assert_parity(c.act(obs), want)
+    finite = ~np.isnan(obs).any(axis=1)
+    np.testing.assert_allclose(policy.act_batch(obs[finite].astype(np.float64)), want[finite], atol=1e-5)
+    new = np.asarray(policy.params, np.float32).copy()
+    new[slice(*policy.spec.context_span())] += 2.0
+    ctypes.memmove(c.params, new.ctypes.data, 4 * new.size)
+    (moved,) = session.run(["action"], {"obs": obs, "params": new})
+    assert np.abs(moved[finite] - want[finite]).max() > 0.1  # the context really drives the actions
+    _assert_parity(c.act(obs), moved)
+    assert info["policy_id"] != policy_id(random_policy(hidden, seed=7).spec, policy.normalizer)
+
+
 def test_parameters_are_overwritable_without_recompiling(hc_bundle: str, tmp_path) -> None:
     bundle = PolicyBundle.load(hc_bundle)
     _, c = _build(hc_bundle, tmp_path)

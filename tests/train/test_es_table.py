@@ -15,6 +15,7 @@ from metactl.sim import make_family
 from metactl.train.es_maml import heldout_seeds
 from metactl.train.es_table import ALL, TABLE_KEY, evaluate_es_runs
 from metactl.train.lockstep import Evaluator
+from metactl.train.task_sets import VALIDATION_KEY, task_set
 
 EPISODES = 2
 
@@ -80,7 +81,7 @@ def test_the_table_is_the_same_whatever_order_the_runs_come_in(runs) -> None:
     ("kwargs", "message"),
     [
         ({"tasks": "validation"}, "evaluate them with --tasks test"),
-        ({"tasks": "change"}, "--tasks test or validation"),
+        ({"tasks": "change"}, "--tasks test, validation or confirmation"),
         ({"episodes": 0}, "--episodes must be >= 1"),
     ],
 )
@@ -106,3 +107,20 @@ def test_a_validation_table_has_es_maml_and_the_baseline_on_validation_tasks(run
     assert out["task_set"] == "validation" and not set(out["tasks"][:-1]) & set(test_labels)
     assert "specialist" not in out and "post_adaptation_vs_specialist" not in out
     assert out["post_adaptation_vs_baseline"][ALL]["seeds"] == 1
+    confirm = evaluate_es_runs([runs["es_maml_s0"]], episodes=1, tasks="confirmation")
+    assert confirm["task_set"] == "confirmation" and len(confirm["tasks"][:-1]) == 10
+    assert not set(confirm["tasks"][:-1]) & (set(out["tasks"][:-1]) | set(test_labels))
+
+
+def test_confirmation_tasks_are_fresh_and_validation_tasks_unchanged() -> None:
+    """The confirmation set is another key's draw from the training distribution, none of it a validation or
+    test task; adding it left the validation draw as it was (the key's first 50 tasks); a family whose training
+    tasks are all validation tasks has none, and says so."""
+    fb = make_family("halfcheetah_fb")
+    validation, confirmation = task_set(fb, "validation"), task_set(fb, "confirmation")
+    assert validation == list(dict.fromkeys(fb.sample_tasks(np.random.default_rng(VALIDATION_KEY), 50)))[:5]
+    assert len(confirmation) == len(set(confirmation)) == 10
+    assert not set(confirmation) & {*validation, *fb.test_tasks()}
+    assert {t.direction for t in confirmation} == {-1.0, 1.0}
+    with pytest.raises(ValueError, match="no training tasks beyond its validation ones"):
+        task_set(make_family("halfcheetah_disabled_joint"), "confirmation")
