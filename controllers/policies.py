@@ -103,7 +103,7 @@ class PolicySpec:
         the C export compute it."""
         layers = self.unflatten(params)
         if self.context:
-            (w, b), z = layers[0], params[..., self.num_params - self.context :]
+            (w, b), z = layers[0], params[..., slice(*self.context_span())]
             layers[0] = (w[..., : self.obs_dim, :], b + np.einsum("...i,...io->...o", z, w[..., self.obs_dim :, :]))
         return layers
 
