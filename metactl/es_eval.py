@@ -59,19 +59,29 @@ def evaluate_es(cmd: cli.Eval) -> dict[str, Any]:
 def print_es_eval(result: dict[str, Any]) -> None:
     """Per task (and over all tasks): return, mean ± standard error over seeds, and the share of the specialist's
     gain over zero action; then the paired differences."""
+    travels = "distance" in result
+    header = ("method", "seeds", "return", "vs specialist", "episode steps")
+    if travels:
+        header += ("distance (m)", "distance vs specialist")
     for task in result["tasks"]:
         rows = []
         for method, name in NAMES.items():
             if method not in result["returns"]:
                 continue
             n = len(result["per_seed"][method][task])
-            cell = mean_se(result["returns"][method][task], result["returns_se"][method][task], n)
-            rows.append((name, n, cell, _share(result, method, task)))
+            steps = result["episode_length"][method][task]
+            row = (name, n, _cell(result, "returns", method, task, n), _share(result, method, task),
+                   f"{steps:.1f}" if n else "-")  # fmt: skip
+            if travels:
+                row += (_cell(result, "distance", method, task, n), _share(result, method, task, "_distance"))
+            rows.append(row)
         title = (
             f"metactl eval: {result['family']}, {task} ({result['episodes']} episodes per seed and task, "
-            f"{result['steps']} steps, mean ± SE over seeds; adaptation {result['adaptation']['name']})"
+            f"{result['steps']} steps, mean ± SE over seeds; adaptation {result['adaptation']['name']}"
+            + ("; distance along the task's heading" if travels else "")
+            + ")"
         )
-        print(format_table(title, ("method", "seeds", "return", "vs specialist"), rows))
+        print(format_table(title, header, rows))
     for key, name in DIFFS.items():
         for task, d in result.get(key, {}).items():
             mark = " (> 2 SE)" if d["above_2se"] else ""
@@ -81,10 +91,15 @@ def print_es_eval(result: dict[str, Any]) -> None:
     print(f"training episodes per run: {budget}")
 
 
-def _share(result: dict[str, Any], method: str, task: str) -> str:
-    """``method``'s fraction of the specialist's gain over zero action, ± its standard error over seeds."""
-    share = result.get(f"{method}_vs_specialist", {}).get(task)
+def _cell(result: dict[str, Any], measure: str, method: str, task: str, n: int) -> str:
+    return mean_se(result[measure][method][task], result[f"{measure}_se"][method][task], n)
+
+
+def _share(result: dict[str, Any], method: str, task: str, suffix: str = "") -> str:
+    """``method``'s fraction of the specialist's gain over zero action (in return, or with ``suffix``
+    '_distance' in distance), ± its standard error over seeds."""
+    share = result.get(f"{method}_vs_specialist{suffix}", {}).get(task)
     if share is None or share != share:
         return "-"
-    se = result[f"{method}_vs_specialist_se"][task]
+    se = result[f"{method}_vs_specialist{suffix}_se"][task]
     return f"{share:.2f}" if se != se else f"{share:.2f} ± {se:.2f}"

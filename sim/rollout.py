@@ -17,13 +17,16 @@ BatchPolicy = Callable[[np.ndarray], np.ndarray]
 class RolloutResult:
     """Episode returns and lengths [N]; per-instance sums of the observations the policy saw while
     alive, ``obs_sum`` and ``obs_sumsq`` [N, obs_dim], for running normalizers (kept per instance so
-    that totals do not depend on how instances were batched); ``observations`` [T, N, obs_dim] if recorded."""
+    that totals do not depend on how instances were batched); ``observations`` [T, N, obs_dim] if recorded;
+    ``displacement`` [N] the root's x travel (m) from the reset to the episode's last counted step, for simulators
+    with a root x (``BatchSim.x``; None otherwise): what a return is made of besides alive bonus and control cost."""
 
     returns: np.ndarray
     lengths: np.ndarray
     obs_sum: np.ndarray
     obs_sumsq: np.ndarray
     observations: np.ndarray | None = None
+    displacement: np.ndarray | None = None
 
     @property
     def obs_count(self) -> int:
@@ -45,6 +48,8 @@ def rollout(
     obs_sum = np.zeros((n, sim.obs_dim))
     obs_sumsq = np.zeros((n, sim.obs_dim))
     recorded = np.zeros((horizon, n, sim.obs_dim)) if record else None
+    start = None if sim.x is None else sim.x.copy()
+    end = None if start is None else start.copy()
     for t in range(horizon):
         seen = obs if alive.all() else np.where(alive[:, None], obs, 0.0)
         obs_sum += seen
@@ -54,9 +59,12 @@ def rollout(
         obs, reward, terminated = sim.step(policy(obs))
         returns += np.where(alive, reward, 0.0)
         lengths += alive
+        if end is not None:  # read each step: a mid-episode change may rebind the view
+            np.copyto(end, sim.x, where=alive)
         alive &= ~terminated
         if not alive.any():
             if recorded is not None:
                 recorded = recorded[: t + 1]
             break
-    return RolloutResult(returns, lengths, obs_sum, obs_sumsq, recorded)
+    displacement = None if start is None else end - start
+    return RolloutResult(returns, lengths, obs_sum, obs_sumsq, recorded, displacement)

@@ -155,6 +155,8 @@ class BatchSim(ABC):
     num_envs: int
     obs_dim: int
     act_dim: int
+    x: np.ndarray | None = None
+    """Root x position [N] (m), live, for simulators of a robot that travels (locomotion); None otherwise."""
 
     @abstractmethod
     def reset(self, seeds: Sequence[int]) -> np.ndarray:

@@ -37,7 +37,7 @@ from metactl.controllers import (
     save_policy,
 )
 from metactl.controllers.serialization import POLICY_FILE
-from metactl.sim import TaskFamily, make_family
+from metactl.sim import RolloutResult, TaskFamily, make_family
 from metactl.summary import write_summary
 from metactl.train.checkpoint import ESState, latest_checkpoint, load_checkpoint, save_checkpoint
 from metactl.train.checkpoint import resume as resume_from
@@ -164,12 +164,14 @@ def heldout_seeds(key: int, n: int) -> list[int]:
     return np.random.default_rng([key, EVAL_SEED_KEY]).integers(0, 2**31 - 1, n).tolist()
 
 
-def pre_post_returns(
+def pre_post_rollouts(
     ev: Evaluator, operator: AdaptationOperator, params: np.ndarray, tasks: list[Any], seeds: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Returns [E] of ``params`` before and after ``operator`` adapts it on each episode's task (the same episodes)."""
+) -> tuple[RolloutResult, RolloutResult]:
+    """Episodes [E] of ``params`` before and after ``operator`` adapts it on each episode's task (the same
+    episodes)."""
     rows = np.tile(params, (len(tasks), 1))
-    return ev.evaluate(rows, tasks, seeds), ev.evaluate(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
+    pre = ev.evaluation_rollouts(rows, tasks, seeds)
+    return pre, ev.evaluation_rollouts(ev.adapt(operator, rows, tasks, seeds), tasks, seeds)
 
 
 def heldout_returns(
@@ -187,10 +189,10 @@ def heldout_returns(
     tasks = test * config.eval_repeats
     seeds = heldout_seeds(config.seed, len(tasks))
     ev = Evaluator(family, policy.spec, policy.normalizer, config.horizon or family.horizon, backend or InProcess())
-    pre, post = pre_post_returns(ev, operator, policy.params, tasks, seeds)
+    pre, post = pre_post_rollouts(ev, operator, policy.params, tasks, seeds)
     return (
-        pre.reshape(config.eval_repeats, len(test)).mean(axis=0),
-        post.reshape(config.eval_repeats, len(test)).mean(axis=0),
+        pre.returns.reshape(config.eval_repeats, len(test)).mean(axis=0),
+        post.returns.reshape(config.eval_repeats, len(test)).mean(axis=0),
     )
 
 

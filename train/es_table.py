@@ -31,9 +31,9 @@ import numpy as np
 
 from metactl.controllers import AdaptationOperator, NormalizerSnapshot, Policy, load_policy
 from metactl.controllers.serialization import POLICY_FILE, run_file
-from metactl.sim import TaskFamily, make_family
+from metactl.sim import RolloutResult, TaskFamily, make_family
 from metactl.train.config import TrainConfig
-from metactl.train.es_maml import heldout_seeds, pre_post_returns
+from metactl.train.es_maml import heldout_seeds, pre_post_rollouts
 from metactl.train.lockstep import Evaluator
 from metactl.train.task_sets import paired_difference, standard_error, task_label, task_set
 
@@ -41,6 +41,8 @@ TABLE_KEY = 16
 """Key of the table's task seeds (``es_maml.heldout_seeds``): every run and method sees the same episodes."""
 ALL = "all tasks"
 """Label of the mean over the held-out tasks."""
+MEASURES = ("returns", "episode_length", "distance")
+"""What the table reports per method and task (``_per_task``)."""
 METHODS = ("es_maml_pre", "es_maml_post", "baseline_pre", "baseline_post", "specialist", "zero_action")
 
 
@@ -98,23 +100,41 @@ def evaluate_es_runs(
     labels = [task_label(t) for t in held_out]
     batch = [t for t in held_out for _ in range(episodes)]
     seeds = heldout_seeds(TABLE_KEY, len(batch))
-    per_seed: dict[str, dict[str, dict[int, float]]] = {m: {t: {} for t in labels} for m in METHODS}
+    per_seed = {k: {m: {t: {} for t in labels} for m in METHODS} for k in MEASURES}
     for run in runs:
         ev = Evaluator(family, run.policy.spec, run.policy.normalizer, steps)
         if run.kind == "specialist":  # its own task only, without adaptation
             k = run.config.specialist_task
             mine = seeds[k * episodes : (k + 1) * episodes]  # the episodes every other method has on task k
-            pre = ev.evaluate(np.tile(run.policy.params, (episodes, 1)), [held_out[k]] * episodes, mine)
-            _put(per_seed["specialist"][labels[k]], run, float(pre.mean()))
+            own = ev.evaluation_rollouts(np.tile(run.policy.params, (episodes, 1)), [held_out[k]] * episodes, mine)
+            _record(per_seed, "specialist", run, _per_task(own, [held_out[k]] * episodes, [labels[k]], episodes))
             continue
-        pre, post = pre_post_returns(ev, operator, run.policy.params, batch, seeds)
-        for i, label in enumerate(labels):
-            _put(per_seed[f"{run.kind}_pre"][label], run, float(pre[i * episodes : (i + 1) * episodes].mean()))
-            _put(per_seed[f"{run.kind}_post"][label], run, float(post[i * episodes : (i + 1) * episodes].mean()))
+        pre, post = pre_post_rollouts(ev, operator, run.policy.params, batch, seeds)
+        for when, result in (("pre", pre), ("post", post)):
+            _record(per_seed, f"{run.kind}_{when}", run, _per_task(result, batch, labels, episodes))
     zero = _zero_action(family, runs[0].policy, batch, seeds, steps)
-    for i, label in enumerate(labels):
-        per_seed["zero_action"][label][0] = float(zero[i * episodes : (i + 1) * episodes].mean())
+    for measure, per_task in _per_task(zero, batch, labels, episodes).items():
+        for label, value in per_task.items():
+            per_seed[measure]["zero_action"][label][0] = value
     return _summary(family, labels, tasks, episodes, steps, per_seed, runs, operator)
+
+
+def _per_task(result: RolloutResult, tasks: list[Any], labels: list[str], episodes: int) -> dict[str, dict]:
+    """measure -> task label -> the mean over that task's ``episodes`` consecutive rows of ``result``: the return,
+    the episode length (a fall ends it early) and, for a robot that travels, the distance along the task's heading
+    (m; forward-backward: the commanded way). That distance over the control period is a forward-backward return's
+    progress term, apart from its control cost and alive bonus."""
+    per_episode = {"returns": result.returns, "episode_length": result.lengths.astype(float)}
+    if result.displacement is not None:
+        per_episode["distance"] = np.array([getattr(t, "direction", 1.0) for t in tasks]) * result.displacement
+    return {m: {label: float(v[i * episodes : (i + 1) * episodes].mean()) for i, label in enumerate(labels)}
+            for m, v in per_episode.items()}  # fmt: skip
+
+
+def _record(per_seed: dict, method: str, run: ESRun, per_task: dict[str, dict[str, float]]) -> None:
+    for measure, values in per_task.items():
+        for label, value in values.items():
+            _put(per_seed[measure][method][label], run, value)
 
 
 def _one(runs: list[ESRun], get: Any, what: str, fix: str) -> Any:
@@ -140,10 +160,10 @@ def _put(slot: dict[int, float], run: ESRun, value: float) -> None:
     slot[run.config.seed] = value
 
 
-def _zero_action(family: TaskFamily, like: Policy, tasks: list[Any], seeds: list[int], steps: int) -> np.ndarray:
+def _zero_action(family: TaskFamily, like: Policy, tasks: list[Any], seeds: list[int], steps: int) -> RolloutResult:
     spec = like.spec
     ev = Evaluator(family, spec, NormalizerSnapshot.identity(spec.obs_dim), steps)
-    return ev.evaluate(np.zeros((len(tasks), spec.num_params)), tasks, seeds)
+    return ev.evaluation_rollouts(np.zeros((len(tasks), spec.num_params)), tasks, seeds)
 
 
 def _with_mean(per_task: dict[str, dict[int, float]]) -> dict[str, dict[int, float]]:
@@ -159,7 +179,6 @@ def _diff(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
 
 
 def _summary(family, labels, tasks, episodes, steps, per_seed, runs, operator) -> dict[str, Any]:
-    table = {m: _with_mean(d) for m, d in per_seed.items() if any(d.values())}
     keys = [*labels, ALL]
     out: dict[str, Any] = {"family": family.name, "task_set": tasks, "tasks": keys, "episodes": episodes,
                            "steps": steps, "adaptation": operator.to_dict(), "table_key": TABLE_KEY,
@@ -167,30 +186,45 @@ def _summary(family, labels, tasks, episodes, steps, per_seed, runs, operator) -
                                                                                               "specialist")},
                            "training_episodes": {k: sorted({r.episodes for r in runs if r.kind == k})
                                                  for k in ("es_maml", "baseline", "specialist")}}  # fmt: skip
-    out["returns"] = {m: {t: float(np.mean(list(d[t].values()))) if d[t] else float("nan") for t in keys}
-                      for m, d in table.items()}  # fmt: skip
-    out["returns_se"] = {m: {t: standard_error(list(d[t].values())) for t in keys} for m, d in table.items()}
-    out["per_seed"] = {m: {t: d[t] for t in keys} for m, d in table.items()}
-    for method in table:
+    tables = {k: {m: _with_mean(d) for m, d in per_seed[k].items() if any(d.values())} for k in MEASURES}
+    for measure, table in tables.items():
+        if not table:  # no distance where the simulator has no root x
+            continue
+        suffix = "" if measure == "returns" else f"_{measure}"
+        out[measure] = {m: {t: float(np.mean(list(d[t].values()))) if d[t] else float("nan") for t in keys}
+                        for m, d in table.items()}  # fmt: skip
+        out[f"{measure}_se"] = {m: {t: standard_error(list(d[t].values())) for t in keys} for m, d in table.items()}
+        out[f"per_seed{suffix}"] = {m: {t: d[t] for t in keys} for m, d in table.items()}
+        if measure != "episode_length":
+            out.update(_vs_specialist(out[measure], out[f"{measure}_se"], keys, suffix))
+    for method in tables["returns"]:
         out[method] = out["returns"][method]  # the summary keys: es_maml_post, ..., specialist, zero_action
-    if "specialist" in table and "zero_action" in table:
-        spec, zero = out["returns"]["specialist"], out["returns"]["zero_action"]
-        # the specialist's gain over zero action, NaN where it is not above 2 of the specialist's standard errors
-        gain = {t: _gain(spec[t] - zero[t], out["returns_se"]["specialist"][t]) for t in keys}
-        for method in ("es_maml_post", "baseline_post"):
-            if method in table:
-                mean, se = out["returns"][method], out["returns_se"][method]
-                out[f"{method}_vs_specialist"] = {t: (mean[t] - zero[t]) / gain[t] for t in keys}
-                # the specialist's gain taken as exact: the spread of the seeds of ``method`` alone
-                out[f"{method}_vs_specialist_se"] = {t: se[t] / gain[t] for t in keys}
+    if "specialist" in out["returns"]:
         out["post_adaptation_vs_specialist"] = out.get("es_maml_post_vs_specialist", {})
         out["post_adaptation_vs_specialist_se"] = out.get("es_maml_post_vs_specialist_se", {})
+    table = tables["returns"]
     pairs = (("post_adaptation_vs_baseline", "es_maml_post", "baseline_post"),
              ("es_maml_post_minus_pre", "es_maml_post", "es_maml_pre"),
              ("baseline_post_minus_pre", "baseline_post", "baseline_pre"))  # fmt: skip
     for key, a, b in pairs:
         if a in table and b in table:
             out[key] = {t: _diff(table[a][t], table[b][t]) for t in keys}
+    return out
+
+
+def _vs_specialist(mean: dict, se: dict, keys: list[str], suffix: str) -> dict[str, Any]:
+    """``<method>_vs_specialist<suffix>`` and its ``_se`` for the methods after adaptation: (method - zero action)
+    / (specialist - zero action) per task, the specialist's gain taken as exact (the spread of ``method``'s seeds
+    alone); NaN where that gain is not above 2 of the specialist's standard errors."""
+    if "specialist" not in mean or "zero_action" not in mean:
+        return {}
+    spec, zero = mean["specialist"], mean["zero_action"]
+    gain = {t: _gain(spec[t] - zero[t], se["specialist"][t]) for t in keys}
+    out: dict[str, Any] = {}
+    for method in ("es_maml_post", "baseline_post"):
+        if method in mean:
+            out[f"{method}_vs_specialist{suffix}"] = {t: (mean[method][t] - zero[t]) / gain[t] for t in keys}
+            out[f"{method}_vs_specialist{suffix}_se"] = {t: se[method][t] / gain[t] for t in keys}
     return out
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from metactl.controllers import AdaptationOperator, NormalizerSnapshot, PolicySpec
-from metactl.sim import Task, TaskFamily
+from metactl.sim import RolloutResult, Task, TaskFamily
 from metactl.train.workers import Backend, InProcess, RolloutJob, chunk_bounds
 
 EVAL_ROUND = 10_000
@@ -56,6 +56,10 @@ class Evaluator:
 
     def returns(self, params: np.ndarray, tasks: Sequence[Task], seeds: Sequence[int]) -> np.ndarray:
         """One episode per row: ``params`` [M, P], ``tasks`` [M], ``seeds`` [M] -> returns [M]."""
+        return self.rollouts(params, tasks, seeds).returns
+
+    def rollouts(self, params: np.ndarray, tasks: Sequence[Task], seeds: Sequence[int]) -> RolloutResult:
+        """``returns`` with the rest of each episode: lengths and, for a robot that travels, displacement [M]."""
         spec, norm = self.spec, self.normalizer
         jobs = [
             RolloutJob(
@@ -72,15 +76,16 @@ class Evaluator:
         ]
         results = self.backend.map(jobs)
         lengths = np.concatenate([r.lengths for r in results])
+        obs_sum = np.concatenate([r.obs_sum for r in results])
+        obs_sumsq = np.concatenate([r.obs_sumsq for r in results])
         # Sum per-episode rows in row order: the total is the same however rows were chunked.
-        self.stats.add(
-            int(lengths.sum()),
-            np.concatenate([r.obs_sum for r in results]).sum(axis=0),
-            np.concatenate([r.obs_sumsq for r in results]).sum(axis=0),
-        )
+        self.stats.add(int(lengths.sum()), obs_sum.sum(axis=0), obs_sumsq.sum(axis=0))
         self.episodes += len(tasks)
         self.env_steps += int(lengths.sum())
-        return np.concatenate([r.returns for r in results])
+        moved = [r.displacement for r in results]
+        displacement = None if any(d is None for d in moved) else np.concatenate(moved)  # type: ignore[arg-type]
+        return RolloutResult(np.concatenate([r.returns for r in results]), lengths, obs_sum, obs_sumsq,
+                             displacement=displacement)  # fmt: skip
 
     def adapt(
         self, operator: AdaptationOperator, params: np.ndarray, tasks: Sequence[Task], task_seeds: Sequence[int]
@@ -97,4 +102,10 @@ class Evaluator:
 
     def evaluate(self, params: np.ndarray, tasks: Sequence[Task], task_seeds: Sequence[int]) -> np.ndarray:
         """Return of every row on its task's evaluation episode (the meta-objective f)."""
-        return self.returns(params, tasks, [episode_seed(s, EVAL_ROUND) for s in task_seeds])
+        return self.evaluation_rollouts(params, tasks, task_seeds).returns
+
+    def evaluation_rollouts(
+        self, params: np.ndarray, tasks: Sequence[Task], task_seeds: Sequence[int]
+    ) -> RolloutResult:
+        """``evaluate`` with the rest of each evaluation episode (``rollouts``)."""
+        return self.rollouts(params, tasks, [episode_seed(s, EVAL_ROUND) for s in task_seeds])

@@ -89,12 +89,19 @@ def test_rollout_stops_counting_after_termination() -> None:
 
     batch, policy = ant.make_batch(tasks), bang_bang(8)
     obs = batch.reset(seeds)
+    start = batch.x.copy()
     returns, lengths, alive = np.zeros(n), np.zeros(n, dtype=int), np.ones(n, dtype=bool)
+    progress, ctrl, end = np.zeros(n), np.zeros(n), start.copy()
     for _ in range(ant.horizon):
-        obs, reward, terminated = batch.step(policy(obs))
+        actions = policy(obs)
+        x = batch.x.copy()
+        obs, reward, terminated = batch.step(actions)
         for i in range(n):
             if alive[i]:
                 returns[i] += reward[i]
+                progress[i] += tasks[i].direction * (batch.x[i] - x[i]) / ant.control_period
+                ctrl[i] += ant.ctrl_cost * actions[i] @ actions[i]
+                end[i] = batch.x[i]
                 lengths[i] += 1
                 alive[i] = not terminated[i]
         if not alive.any():
@@ -105,6 +112,12 @@ def test_rollout_stops_counting_after_termination() -> None:
     assert len(set(lengths.tolist())) > 1
     np.testing.assert_array_equal(result.lengths, lengths)
     np.testing.assert_allclose(result.returns, returns, rtol=0, atol=1e-12)
+    # The displacement stops where the reward stops: the return is its progress, the control cost and the bonus.
+    np.testing.assert_array_equal(result.displacement, end - start)
+    heading = np.array([t.direction for t in tasks])
+    by_parts = heading * result.displacement / ant.control_period - ctrl + 0.05 * lengths
+    np.testing.assert_allclose(result.returns, by_parts, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(progress, heading * result.displacement / ant.control_period, rtol=1e-12, atol=1e-9)
 
 
 def test_observation_sums_cover_exactly_the_steps_each_instance_was_alive() -> None:
@@ -122,3 +135,5 @@ def test_rollout_needs_one_seed_per_instance() -> None:
     batch = sim.make_family("four_corners").make_batch([sim.GoalTask(goal=(1.0, 1.0))] * 2)
     with pytest.raises(ValueError, match="2 instances"):
         sim.rollout(batch, lambda obs: obs, seeds=[0], horizon=5)
+    # a point on a plane has no root x: no displacement is made up for it
+    assert sim.rollout(batch, lambda obs: obs, seeds=[0, 1], horizon=5).displacement is None

@@ -20,9 +20,9 @@ def one_iteration(config: train.TrainConfig, monkeypatch: pytest.MonkeyPatch) ->
     seen: list[Any] = []
 
     class Recording(Evaluator):
-        def returns(self, params, tasks, seeds):  # type: ignore[no-untyped-def]
+        def rollouts(self, params, tasks, seeds):  # type: ignore[no-untyped-def]
             seen.extend(tasks)
-            return super().returns(params, tasks, seeds)
+            return super().rollouts(params, tasks, seeds)
 
     monkeypatch.setattr(es_maml, "Evaluator", Recording)
     family = make_family(config.family)

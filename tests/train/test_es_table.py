@@ -58,6 +58,34 @@ def test_every_method_and_reference_is_reported_with_ratios_from_the_measured_re
     mean = np.mean([out["per_seed"]["es_maml_pre"][t][1] for t in labels])
     assert out["per_seed"]["es_maml_pre"][ALL][1] == pytest.approx(mean)
     assert out["training_episodes"] == {"es_maml": [72], "baseline": [72], "specialist": [72]}
+    # a point on a plane: every episode runs its 100 steps, and there is no distance to report
+    assert set(out["episode_length"]["es_maml_post"].values()) == {100.0} and "distance" not in out
+
+
+def test_a_travelling_robot_reports_distance_along_the_heading_and_episode_length(tmp_path, tiny_run) -> None:
+    """Ant forward-backward: besides the return (which holds an alive bonus and a control cost), the distance along
+    each task's commanded direction, with its share of the specialist's, and the steps before a fall, by hand."""
+    tiny = {**tiny_run, "horizon": 40, "directions": 1, "iterations": 1}
+    made = {"es": {"seed": 0}, "spec": {"meta": False, "specialist_task": 1}}
+    for name, overrides in made.items():
+        train.train(train.config_for("ant_fb", **tiny, **overrides), str(tmp_path / name), progress=False)
+    out = evaluate_es_runs([str(tmp_path / name) for name in made], episodes=EPISODES)
+    family = make_family("ant_fb")
+    seeds = heldout_seeds(TABLE_KEY, 4 * EPISODES)[EPISODES : 2 * EPISODES]
+    policy, _ = load_policy(str(tmp_path / "spec" / "policy.npz"))
+    task = family.test_tasks()[1]  # backward: the distance is the travel towards -x
+    assert task.direction == -1.0
+    own = Evaluator(family, policy.spec, policy.normalizer, 40).evaluation_rollouts(
+        np.tile(policy.params, (EPISODES, 1)), [task] * EPISODES, seeds
+    )
+    label = out["tasks"][1]
+    assert out["per_seed_distance"]["specialist"][label][0] == pytest.approx(-own.displacement.mean())
+    assert out["episode_length"]["specialist"][label] == pytest.approx(own.lengths.mean())
+    post, spec, zero = (out["distance"][m][label] for m in ("es_maml_post", "specialist", "zero_action"))
+    share = out["es_maml_post_vs_specialist_distance"][label]
+    assert share == pytest.approx((post - zero) / (spec - zero) if spec > zero else math.nan, nan_ok=True)
+    assert set(out["distance"]) == {"es_maml_pre", "es_maml_post", "specialist", "zero_action"}
+    assert all(0 < n <= 40 for n in out["episode_length"]["es_maml_post"].values())
 
 
 def test_a_specialist_is_measured_on_the_episodes_the_others_have_on_its_task(runs) -> None:
