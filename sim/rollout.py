@@ -59,12 +59,15 @@ def rollout(
         obs, reward, terminated = sim.step(policy(obs))
         returns += np.where(alive, reward, 0.0)
         lengths += alive
-        if end is not None:  # read each step: a mid-episode change may rebind the view
-            np.copyto(end, sim.x, where=alive)
+        if end is not None and terminated.any():  # where an episode ends; the survivors' once, after the loop
+            np.copyto(end, sim.x, where=alive & terminated)  # sim.x re-read: a mid-episode change may rebind it
         alive &= ~terminated
         if not alive.any():
             if recorded is not None:
                 recorded = recorded[: t + 1]
             break
-    displacement = None if start is None else end - start
+    displacement = None
+    if end is not None:
+        np.copyto(end, sim.x, where=alive)
+        displacement = end - start
     return RolloutResult(returns, lengths, obs_sum, obs_sumsq, recorded, displacement)
