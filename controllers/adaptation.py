@@ -10,7 +10,8 @@ Song et al., "ES-MAML: Simple Hessian-Free Meta Learning", ICLR 2020, Sec. 3:
   real Minitaur). Every candidate's value is the mean of ``evaluations`` (R)
   episodes (the reference code's ``parallel_evaluations``), and every candidate
   of one adaptation — the starting point included — is evaluated on the same R
-  reset seeds, so a candidate wins on its merits, not on a lucky start.
+  reset seeds, so a candidate wins on its merits, not on a lucky start. ``sampling="stratified"`` spreads a
+  batch over the normal's quantiles instead of drawing it (a Latin hypercube; see ``_noise``).
 
 Every query is one episode. The operator never runs episodes itself: ``ask``
 returns the parameter vectors to evaluate in the next round and ``tell`` takes
@@ -29,6 +30,7 @@ span is their values: the search runs in a meta-learned subspace of those biases
 from __future__ import annotations
 
 import dataclasses
+from statistics import NormalDist
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,13 +73,27 @@ def seed_slot_count(operator: AdaptationOperator) -> int:
     return len({s for r in range(len(operator.schedule())) for s in operator.seed_slots(r)})
 
 
-def _noise(state: AdaptState, q: int, span: tuple[int, int] | None) -> np.ndarray:
-    """Perturbation directions [q, P]: Gaussian on ``params[start:stop]`` (all of them without a span), else 0."""
+SAMPLINGS = ("gaussian", "stratified")
+
+
+def _noise(state: AdaptState, q: int, span: tuple[int, int] | None, sampling: str = "gaussian") -> np.ndarray:
+    """Perturbation directions [q, P] on ``params[start:stop]`` (all of them without a span), else 0.
+
+    'gaussian': i.i.d. standard normal. 'stratified': a Latin hypercube on the normal's quantiles — each perturbed
+    coordinate takes each of the q values ``Phi^-1((i + 1/2) / q)`` once, in a random order per coordinate. With
+    one context number this is the same q offsets in every adaptation, so meta-training can put a behaviour
+    exactly where a query will look, and no adaptation misses a region by bad luck. An odd q includes the
+    quantile 1/2, offset 0: with one perturbed number that query repeats the start point, so use an even batch."""
     a, b = (0, state.params.size) if span is None else span
     if b > state.params.size:
         raise AdaptationError(f"adaptation span {list(span or ())} is beyond the {state.params.size} parameters")
+    rng = np.random.default_rng([state.seed, state.round])
     noise = np.zeros((q, state.params.size))
-    noise[:, a:b] = np.random.default_rng([state.seed, state.round]).standard_normal((q, b - a))
+    if sampling == "stratified":
+        quantiles = np.array([NormalDist().inv_cdf((i + 0.5) / q) for i in range(q)])
+        noise[:, a:b] = quantiles[np.argsort(rng.random((b - a, q)), axis=1)].T
+    else:
+        noise[:, a:b] = rng.standard_normal((q, b - a))
     return noise
 
 
@@ -152,6 +168,7 @@ class HillClimb:
     mode: str = "batch"
     batch_size: int = 5
     evaluations: int = 1
+    sampling: str = "gaussian"
     span: tuple[int, int] | None = None
     name: str = "hill_climb"
 
@@ -160,6 +177,11 @@ class HillClimb:
         object.__setattr__(self, "span", _check_span(self.span))
         if self.mode not in ("average", "batch"):
             raise AdaptationError(f"hill_climb mode must be 'average' or 'batch', got {self.mode!r}")
+        if self.sampling not in SAMPLINGS:
+            raise AdaptationError(f"hill_climb sampling must be one of {list(SAMPLINGS)}, got {self.sampling!r}")
+        if self.sampling == "stratified" and (self.mode != "batch" or self.batch_size < 2):
+            raise AdaptationError("hill_climb sampling 'stratified' spreads a round's candidates over the normal's "
+                                  "quantiles: use mode 'batch' with batch_size >= 2")  # fmt: skip
         if self.mode == "batch" and self.queries % self.batch_size:
             raise AdaptationError(
                 f"hill_climb batch mode needs queries ({self.queries}) divisible by batch_size ({self.batch_size})"
@@ -184,7 +206,7 @@ class HillClimb:
     def _candidates(self, state: AdaptState) -> np.ndarray:
         if state.round == 0:
             return state.params[None].copy()
-        return state.params + self.sigma * _noise(state, self.per_round, self.span)
+        return state.params + self.sigma * _noise(state, self.per_round, self.span, self.sampling)
 
     def ask(self, state: AdaptState) -> np.ndarray:
         """Each candidate repeated ``evaluations`` times (candidate-major)."""

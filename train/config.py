@@ -16,7 +16,7 @@ class ConfigError(ValueError):
 
 
 OPERATOR_FIELDS = {
-    "hill_climb": ("queries", "sigma", "mode", "batch_size", "evaluations"),
+    "hill_climb": ("queries", "sigma", "mode", "batch_size", "evaluations", "sampling"),
     "es_grad": ("queries", "sigma", "step_size", "steps"),
     "none": (),
 }
@@ -46,6 +46,10 @@ class AdaptationConfig:
     evaluations: int = 1
     """hill_climb: R episodes per candidate, all candidates of an adaptation sharing their R reset seeds (the
     reference's ``parallel_evaluations``); one lucky episode is not locked in."""
+    sampling: Literal["gaussian", "stratified"] = "gaussian"
+    """hill_climb batch mode: 'gaussian' queries, or 'stratified': a Latin hypercube on the normal's
+    quantiles, each perturbed number taking each of the batch's quantiles once (with one context input, the same
+    offsets in every adaptation)."""
     params: Literal["all", "first_bias", "context"] = "all"
     """Parameters the queries perturb: 'all'; 'first_bias' — the first layer's biases only, the rest as
     meta-trained (context adaptation, CAVIA: with an MLP these are context inputs, so ``sigma`` can be large;

@@ -142,6 +142,9 @@ def test_hill_climb_rejects_ties() -> None:
         (lambda: HillClimb(mode="median"), "mode"),
         (lambda: HillClimb(queries=0), "queries"),
         (lambda: HillClimb(sigma=-0.1), "sigma"),
+        (lambda: HillClimb(sampling="sobol"), "sampling"),
+        (lambda: HillClimb(sampling="stratified", mode="average"), "batch"),
+        (lambda: HillClimb(queries=3, batch_size=1, sampling="stratified"), "batch_size >= 2"),
         (lambda: ESGradient(sigma=0.0), "sigma"),
         (lambda: ESGradient(steps=0), "steps"),
         (lambda: ESGradient(step_size=-0.01), "step_size"),
@@ -222,3 +225,28 @@ def test_a_span_beyond_the_parameters_is_named() -> None:
     state = op.tell(op.start(np.zeros(DIM), seed=0), np.zeros(1))
     with pytest.raises(AdaptationError, match=f"beyond the {DIM} parameters"):
         op.ask(state)
+
+
+def test_stratified_queries_take_each_normal_quantile_once_per_coordinate() -> None:
+    """A Latin hypercube on the normal's quantiles: in every round, each perturbed coordinate takes each of the
+    batch's quantiles exactly once, the rest stay as they are; with one coordinate, every adaptation asks the
+    same offsets, whatever its seed."""
+    from statistics import NormalDist
+
+    q, sigma = 8, 0.7
+    quantiles = np.array([NormalDist().inv_cdf((i + 0.5) / q) for i in range(q)])
+    op = HillClimb(queries=2 * q, sigma=sigma, batch_size=q, sampling="stratified", span=(2, 5))
+    params = np.arange(DIM, dtype=float)
+    state = op.tell(op.start(params, seed=4), np.zeros(1))
+    proposals = op.ask(state)
+    offsets = (proposals - params) / sigma
+    np.testing.assert_array_equal(proposals[:, :2], np.broadcast_to(params[:2], (q, 2)))
+    np.testing.assert_array_equal(proposals[:, 5:], np.broadcast_to(params[5:], (q, DIM - 5)))
+    for j in range(2, 5):
+        np.testing.assert_allclose(np.sort(offsets[:, j]), quantiles, atol=1e-12)
+    assert not np.array_equal(offsets[:, 2], offsets[:, 3])  # each coordinate in its own order
+    one = HillClimb(queries=q, sigma=1.0, batch_size=q, sampling="stratified", span=(0, 1))
+    for seed in (0, 1, 99):
+        asked = one.ask(one.tell(one.start(np.zeros(3), seed), np.zeros(1)))
+        np.testing.assert_allclose(np.sort(asked[:, 0]), quantiles, atol=1e-12)
+    assert make_operator(op.to_dict()) == op

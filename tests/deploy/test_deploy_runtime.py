@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -97,12 +98,19 @@ def test_run_online_report_and_files(fc_bundle: str, shipped_config, tmp_path) -
     assert os.path.getsize(os.path.join(out, "adaptation.png")) > 1000
 
 
-@pytest.mark.parametrize(("params", "context"), [("first_bias", 0), ("context", 2)])
-def test_context_adaptation_on_the_robot_moves_only_its_span(tmp_path_factory, shipped_config, params, context) -> None:
+@pytest.mark.parametrize(
+    ("params", "context", "sampling"),
+    [("first_bias", 0, "gaussian"), ("context", 2, "gaussian"), ("context", 1, "stratified")],
+)
+def test_context_adaptation_on_the_robot_moves_only_its_span(
+    tmp_path_factory, shipped_config, params, context, sampling
+) -> None:
     """An MLP meta-trained with --adaptation.params first_bias (or context, with context inputs): its bundle
     records the span, and the robot's hill climbing (the same operator, rebuilt from the bundle, through the ONNX
-    graph) changes those parameters and nothing else."""
-    adaptation = {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "batch", "params": params}
+    graph) changes those parameters and nothing else. Stratified queries reach the robot too: one context number
+    only ever moves by sums of the batch's normal quantiles."""
+    adaptation = {"name": "hill_climb", "queries": 10, "sigma": 1.0, "mode": "batch", "params": params,
+                  "sampling": sampling, "batch_size": 2 if sampling == "stratified" else 5}  # fmt: skip
     config = train.config_for("four_corners", iterations=2, directions=2, tasks_per_iteration=1, eval_every=1,
                               eval_repeats=1, policy="mlp", hidden=(4,), context=context,
                               adaptation=adaptation)  # fmt: skip
@@ -110,13 +118,17 @@ def test_context_adaptation_on_the_robot_moves_only_its_span(tmp_path_factory, s
     bundle = PolicyBundle.load(export_bundle(policy, str(tmp_path_factory.mktemp("fc_context_bundle"))))
     spec = bundle.meta.spec
     start, stop = spec.bias_span(0) if params == "first_bias" else spec.context_span()
-    want = [2 * 4, 2 * 4 + 4] if params == "first_bias" else [spec.num_params - 2, spec.num_params]
+    want = [2 * 4, 2 * 4 + 4] if params == "first_bias" else [spec.num_params - context, spec.num_params]
     assert bundle.metadata["adaptation"]["span"] == [start, stop] == want
     obs = np.random.default_rng(0).standard_normal((5, 2))
     np.testing.assert_allclose(bundle.act(obs), load_policy(policy)[0].act_batch(obs), atol=1e-5)  # graph = numpy
     report = run_online(bundle.directory, shipped_config("four_corners"), adaptation_steps=1, seed=2)
     moved = np.flatnonzero(report.adapted_params != bundle.params)
     assert moved.size and start <= moved.min() and moved.max() < stop, moved
+    assert bundle.metadata["adaptation"]["sampling"] == sampling
+    if sampling == "stratified":  # 5 rounds of 2 queries: each kept step is +-Phi^-1(3/4) (sigma 1)
+        steps = (report.adapted_params[start] - bundle.params[start]) / NormalDist().inv_cdf(0.75)
+        assert steps == pytest.approx(round(steps), abs=1e-9) and 1 <= abs(round(steps)) <= 5, steps
 
 
 def test_pre_adaptation_episode_matches_sim_rollout(fc_policy_path: str, fc_bundle: str, shipped_config) -> None:
