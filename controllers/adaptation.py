@@ -30,6 +30,7 @@ span is their values: the search runs in a meta-learned subspace of those biases
 from __future__ import annotations
 
 import dataclasses
+import functools
 from statistics import NormalDist
 from typing import Any, Protocol
 
@@ -76,6 +77,14 @@ def seed_slot_count(operator: AdaptationOperator) -> int:
 SAMPLINGS = ("gaussian", "stratified")
 
 
+@functools.cache
+def _normal_quantiles(q: int) -> np.ndarray:
+    """``Phi^-1((i + 1/2) / q)`` for i < q: the offsets a stratified batch of q spreads over (read-only, cached)."""
+    quantiles = np.array([NormalDist().inv_cdf((i + 0.5) / q) for i in range(q)])
+    quantiles.setflags(write=False)
+    return quantiles
+
+
 def _noise(state: AdaptState, q: int, span: tuple[int, int] | None, sampling: str = "gaussian") -> np.ndarray:
     """Perturbation directions [q, P] on ``params[start:stop]`` (all of them without a span), else 0.
 
@@ -90,8 +99,7 @@ def _noise(state: AdaptState, q: int, span: tuple[int, int] | None, sampling: st
     rng = np.random.default_rng([state.seed, state.round])
     noise = np.zeros((q, state.params.size))
     if sampling == "stratified":
-        quantiles = np.array([NormalDist().inv_cdf((i + 0.5) / q) for i in range(q)])
-        noise[:, a:b] = quantiles[np.argsort(rng.random((b - a, q)), axis=1)].T
+        noise[:, a:b] = _normal_quantiles(q)[np.argsort(rng.random((b - a, q)), axis=1)].T
     else:
         noise[:, a:b] = rng.standard_normal((q, b - a))
     return noise

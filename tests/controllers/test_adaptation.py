@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -231,8 +232,6 @@ def test_stratified_queries_take_each_normal_quantile_once_per_coordinate() -> N
     """A Latin hypercube on the normal's quantiles: in every round, each perturbed coordinate takes each of the
     batch's quantiles exactly once, the rest stay as they are; with one coordinate, every adaptation asks the
     same offsets, whatever its seed."""
-    from statistics import NormalDist
-
     q, sigma = 8, 0.7
     quantiles = np.array([NormalDist().inv_cdf((i + 0.5) / q) for i in range(q)])
     op = HillClimb(queries=2 * q, sigma=sigma, batch_size=q, sampling="stratified", span=(2, 5))
